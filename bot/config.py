@@ -1,0 +1,329 @@
+"""The operator's YAML config, parsed into frozen pydantic models.
+
+The config is the operator's only control surface (targets, schedule, model, retrain
+requests), so a mistake in it must come back as one line per problem naming the file,
+the line and the field path, never as a traceback. Secrets never live here: they come
+from the environment only (see `Secrets`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
+ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SECRET_ENV_VARS = (
+    "CONSUMER_KEY",
+    "CONSUMER_SECRET",
+    "ACCESS_TOKEN",
+    "ACCESS_TOKEN_SECRET",
+    "BEARER_TOKEN",
+)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one readable line per fault."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    """Unknown keys are typos: rejecting them beats silently ignoring a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    handle: Annotated[str, Field(pattern=HANDLE_PATTERN)]
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class LocalPlatformConfig(_Strict):
+    seed_timelines_dir: Path | None = Field(
+        default=None,
+        description="Timelines copied into data_dir/local/timelines when missing there "
+        "(the offline default ships a sample corpus this way).",
+    )
+
+
+class PlatformConfig(_Strict):
+    kind: Literal["local", "x"] = "local"
+    api_base_url: str = "https://api.x.com"
+    handle: Annotated[str, Field(pattern=HANDLE_PATTERN)] = "parrotbot"
+    local: LocalPlatformConfig = LocalPlatformConfig()
+
+    @field_validator("kind")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        if value == "x":
+            raise ValueError("the x platform is not available yet; use local")
+        return value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://api.x.com")
+        return value.rstrip("/")
+
+
+PositiveSeconds = Annotated[int, Field(gt=0)]
+
+
+class ScheduleConfig(_Strict):
+    post_every_seconds: PositiveSeconds | None = 3600
+    post_cron: str | None = Field(
+        default=None, description="Crontab line (`m h dom mon dow`); overrides post_every_seconds."
+    )
+    mentions_every_seconds: PositiveSeconds = 60
+    scrape_every_seconds: PositiveSeconds = 3600
+    checkpoint_poll_seconds: PositiveSeconds = 10
+    config_poll_seconds: PositiveSeconds = 5
+    lease_ttl_seconds: Annotated[int, Field(ge=3)] = Field(
+        default=15, description="How soon a standby daemon takes over from a dead one."
+    )
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like UTC)") from None
+        return value
+
+    @field_validator("post_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a valid crontab expression ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _some_post_schedule(self) -> ScheduleConfig:
+        if self.post_every_seconds is None and self.post_cron is None:
+            raise ValueError("set post_every_seconds or post_cron")
+        return self
+
+
+class CharRNNSettings(_Strict):
+    embedding_dim: Annotated[int, Field(gt=0)] = 64
+    units: Annotated[int, Field(gt=0)] = 256
+    layers: Annotated[int, Field(ge=1, le=4)] = 1
+    cell: Literal["gru", "lstm"] = "gru"
+    seq_len: Annotated[int, Field(ge=8)] = 100
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    epochs: Annotated[int, Field(gt=0)] = 10
+    learning_rate: Annotated[float, Field(gt=0)] = 3e-3
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    kind: Literal["char_rnn", "gpt2"] = "char_rnn"
+    char_rnn: CharRNNSettings = CharRNNSettings()
+
+    @field_validator("kind")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        if value == "gpt2":
+            raise ValueError("gpt2 is not available yet; use char_rnn")
+        return value
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The settings of the selected family, as the trainer's request carries them."""
+        return getattr(self, self.kind).model_dump()
+
+
+class GenerationConfig(_Strict):
+    temperature: Annotated[float, Field(gt=0, le=5)] = 0.8
+    max_length: Annotated[int, Field(ge=1, le=280)] = 280
+    attempts: Annotated[int, Field(ge=1, le=50)] = 5
+
+
+class TrainingConfig(_Strict):
+    backend: Literal["local", "aws"] = "local"
+    retrain_request: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Bump this number to ask the daemon for one retrain."
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _implemented(cls, value: str) -> str:
+        if value == "aws":
+            raise ValueError("the aws backend is not available yet; use local")
+        return value
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class BotConfig(_Strict):
+    account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] = Field(
+        description="Names this bot's Redis namespace: parrotbot:<account>:…"
+    )
+    redis_url: str | None = Field(
+        default=None, description="Absent: an embedded Redis persisted under data_dir/redis."
+    )
+    data_dir: Path = Field(description="The volume: datasets/, checkpoints/, local/, logs/.")
+    platform: PlatformConfig = PlatformConfig()
+    targets: Annotated[list[Target], Field(min_length=1)]
+    schedule: ScheduleConfig = ScheduleConfig()
+    model: ModelConfig = ModelConfig()
+    generation: GenerationConfig = GenerationConfig()
+    training: TrainingConfig = TrainingConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _handles_as_targets(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"handle": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _parsable_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"not a Redis URL ({exc}); expected redis://host:port/db, "
+                "rediss://… or unix:///path"
+            ) from None
+        return value
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data_dir / "checkpoints" / self.model.kind
+
+
+class Secrets(BaseModel):
+    """Credentials from the environment; `repr` never shows their values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    consumer_key: str | None = Field(default=None, repr=False)
+    consumer_secret: str | None = Field(default=None, repr=False)
+    access_token: str | None = Field(default=None, repr=False)
+    access_token_secret: str | None = Field(default=None, repr=False)
+    bearer_token: str | None = Field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Secrets:
+        return cls(**{name.lower(): environ.get(name) or None for name in SECRET_ENV_VARS})
+
+
+def load_config(path: Path | str) -> BotConfig:
+    """Read, validate and resolve a config file; raise ConfigError listing every problem.
+
+    Relative paths in the file are resolved against the file's own folder, so the
+    daemon behaves the same whatever directory it is started from.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    return parse_config(text, source=path)
+
+
+def parse_config(text: str, *, source: Path) -> BotConfig:
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: expected a mapping of settings at the top level"])
+    try:
+        config = BotConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error, source, lines) for error in exc.errors()]) from None
+    return _resolve_paths(config, source.parent)
+
+
+def _describe(error: Any, source: Path, lines: dict[tuple[Any, ...], int]) -> str:
+    location = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    field_path = ".".join(str(part) for part in location) or "(top level)"
+    line = _nearest_line(location, lines)
+    where = f"{source}:{line}" if line else str(source)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting (check the spelling; see the configuration reference)"
+    return f"{where}: {field_path}: {message}"
+
+
+def _nearest_line(location: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    """The line of the field, or of its closest parent when the field itself is missing."""
+    for end in range(len(location), -1, -1):
+        if location[:end] in lines:
+            return lines[location[:end]]
+    return None
+
+
+def _line_numbers(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    if node is None:
+        return {}
+    found = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            found[(*path, key.value)] = key.start_mark.line + 1
+            found.update(_line_numbers(value, (*path, key.value)))
+            found[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.update(_line_numbers(item, (*path, index)))
+    return found
+
+
+def _resolve_paths(config: BotConfig, base: Path) -> BotConfig:
+    def resolve(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    local = config.platform.local
+    seed_dir = local.seed_timelines_dir
+    platform = config.platform.model_copy(
+        update={
+            "local": local.model_copy(
+                update={"seed_timelines_dir": resolve(seed_dir) if seed_dir else None}
+            )
+        }
+    )
+    return config.model_copy(update={"data_dir": resolve(config.data_dir), "platform": platform})

@@ -1,0 +1,212 @@
+"""The long-running daemon: lease, scheduler, config watch, signals.
+
+The main thread only keeps the lease and waits on the stop event; the scheduler's
+threads do the work. Only the lease holder runs a scheduler, because APScheduler forbids
+two schedulers on one job store; a standby daemon keeps trying and takes over when the
+holder's lease lapses.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+
+from bot import jobs
+from bot.config import BotConfig, ConfigError, load_config
+from bot.generation import GenerationService
+from bot.hotload import CheckpointWatcher
+from bot.lease import Lease
+from bot.platform.local import LocalPlatform
+from bot.retrain import RetrainController
+from bot.scheduling import build_scheduler, schedule_jobs
+from bot.state import BotState, connect
+from infra.backends.local import LocalBackend
+
+log = structlog.get_logger(__name__)
+
+# Settings the daemon reads once at start; changing them needs a restart.
+RESTART_FIELDS = ("account", "redis_url", "data_dir", "platform", "model", "logging")
+# How long running jobs get to finish after a stop signal, and the trainer after them.
+JOB_DRAIN_SECONDS = 5.0
+TRAINER_STOP_SECONDS = 3.0
+
+
+class Daemon:
+    def __init__(self, config: BotConfig, config_path: Path) -> None:
+        """No threads, handlers or connections here: `run()` starts everything."""
+        self.config = config
+        self.config_path = config_path
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stop_event = threading.Event()
+        self._scheduler: Any = None
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
+        self._config_stamp = _file_stamp(config_path)
+        self.abandoned_jobs = False
+
+    # --- lifecycle -----------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signal_handlers()
+        structlog.contextvars.bind_contextvars(account=self.config.account)
+        log.info("daemon.starting", instance=self.instance_id, config=str(self.config_path))
+        client = connect(self.config)
+        self.state = BotState(client, self.config.account)
+        self.platform = self._build_platform()
+        self.service = GenerationService(self.config.generation)
+        self.watcher = CheckpointWatcher(
+            self.config.model_dir, self.config.model.kind, self.service, self.state
+        )
+        self.retrain = RetrainController(
+            self.state, LocalBackend(self.config.data_dir / "logs" / "training")
+        )
+        ttl = self.config.schedule.lease_ttl_seconds
+        self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
+        try:
+            self._keep_lease(ttl)
+        finally:
+            self._shutdown()
+        log.info("daemon.stopped", instance=self.instance_id)
+        return 0
+
+    def _keep_lease(self, ttl: int) -> None:
+        last_renewed = 0.0
+        waiting_logged = False
+        while not self.stop_event.is_set():
+            try:
+                if self._scheduler is None:
+                    if self.lease.acquire():
+                        last_renewed = time.monotonic()
+                        self._become_leader()
+                    elif not waiting_logged:
+                        log.info("lease.waiting", holder=self.lease.holder())
+                        waiting_logged = True
+                elif self.lease.renew():
+                    last_renewed = time.monotonic()
+                else:
+                    log.warning("lease.lost", holder=self.lease.holder())
+                    self._step_down()
+            except redis.RedisError as exc:
+                log.warning("redis.unavailable", error=str(exc), during="lease")
+                if self._scheduler is not None and time.monotonic() - last_renewed > ttl:
+                    log.warning("lease.expired", reason="redis unreachable for longer than ttl")
+                    self._step_down()
+            self.stop_event.wait(ttl / 3)
+
+    def _become_leader(self) -> None:
+        log.info("lease.acquired", instance=self.instance_id)
+        self.platform.prepare()
+        self.jobs = jobs.BotJobs(
+            config=self.config,
+            state=self.state,
+            platform=self.platform,
+            service=self.service,
+            watcher=self.watcher,
+            retrain=self.retrain,
+        )
+        jobs.set_dispatcher(self.run_job)
+        scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))
+        schedule_jobs(scheduler, self.config)
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _step_down(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        jobs.set_dispatcher(None)
+
+    def _shutdown(self) -> None:
+        log.info("daemon.stopping", instance=self.instance_id)
+        self._step_down()
+        with self._in_flight_changed:
+            drained = self._in_flight_changed.wait_for(
+                lambda: self._in_flight == 0, timeout=JOB_DRAIN_SECONDS
+            )
+        if not drained:
+            log.warning("daemon.jobs_abandoned", running=self._in_flight)
+        self.abandoned_jobs = not drained
+        self.retrain.stop(TRAINER_STOP_SECONDS)
+        try:
+            self.lease.release()
+        except redis.RedisError as exc:
+            log.warning("lease.release_failed", error=str(exc))
+
+    def _install_signal_handlers(self) -> None:
+        """First signal drains and stops; a second one stops at once."""
+
+        def handle(signum: int, _frame: object) -> None:
+            if self.stop_event.is_set():
+                os._exit(128 + signum)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    # --- jobs ----------------------------------------------------------------------
+    def run_job(self, name: str) -> None:
+        if self.stop_event.is_set():
+            return
+        body = self._check_config if name == jobs.CONFIG else getattr(self.jobs, name)
+        with self._in_flight_changed:
+            self._in_flight += 1
+        try:
+            with structlog.contextvars.bound_contextvars(job=name):
+                body()
+        except redis.RedisError as exc:
+            log.warning("redis.unavailable", error=str(exc), during=name)
+        except Exception:
+            log.exception("job.failed", job=name)
+        finally:
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
+
+    def _check_config(self) -> None:
+        stamp = _file_stamp(self.config_path)
+        if stamp == self._config_stamp:
+            return
+        self._config_stamp = stamp
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config.invalid", problems=exc.problems, keeping="previous config")
+            return
+        self._apply_config(new)
+
+    def _apply_config(self, new: BotConfig) -> None:
+        old = self.config
+        frozen = [name for name in RESTART_FIELDS if getattr(new, name) != getattr(old, name)]
+        if frozen:
+            log.warning("config.restart_required", fields=frozen)
+            new = new.model_copy(update={name: getattr(old, name) for name in frozen})
+        self.config = new
+        self.jobs.config = new
+        self.service.settings = new.generation
+        if new.schedule != old.schedule:
+            schedule_jobs(self._scheduler, new)
+        log.info("config.applied", retrain_request=new.training.retrain_request)
+
+    def _build_platform(self) -> LocalPlatform:
+        platform = self.config.platform
+        return LocalPlatform(
+            self.config.data_dir / "local",
+            handle=platform.handle,
+            seed_timelines_dir=platform.local.seed_timelines_dir,
+        )
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_mtime_ns, info.st_size)

@@ -1,0 +1,79 @@
+"""Hot-loading: follow `LATEST`, and put each new complete version into service.
+
+A version is verified (manifest and every file's sha256), loaded off the serving path,
+asked for a test generation, and only then swapped in. A version that fails any step is
+recorded in Redis as bad and never tried again; the old model keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import structlog
+
+from bot.generation import GenerationService, LoadedModel
+from bot.state import BotState
+
+log = structlog.get_logger(__name__)
+
+
+class CheckpointWatcher:
+    def __init__(
+        self, model_dir: Path, model_kind: str, service: GenerationService, state: BotState
+    ) -> None:
+        self.model_dir = model_dir
+        self.model_kind = model_kind
+        self.service = service
+        self.state = state
+
+    def check(self) -> bool:
+        """Load what `LATEST` names if it is new; True when a new version went into service.
+
+        With nothing serving yet (a fresh start), a broken `LATEST` falls back to the newest
+        version that verifies, so one bad publish cannot keep the bot mute.
+        """
+        from training.publish import list_versions, read_latest
+
+        latest = read_latest(self.model_dir)
+        current = self.service.current
+        candidates = [latest] if latest else []
+        if current is None:
+            candidates += [v for v in list_versions(self.model_dir) if v != latest]
+        bad = self.state.bad_versions()
+        for version in candidates:
+            if current is not None and version == current.version:
+                return False
+            if version in bad:
+                continue
+            if self._try_load(version):
+                return True
+        return False
+
+    def _try_load(self, version: str) -> bool:
+        from training.models import load_model
+        from training.publish import verify_version
+
+        folder = self.model_dir / version
+        log.info("hotload.loading", version=version, folder=str(folder))
+        try:
+            manifest = verify_version(folder, expected_kind=self.model_kind)
+            model = load_model(self.model_kind, folder)
+            (sample,) = model.generate([""], max_length=40, temperature=1.0)
+            if not isinstance(sample, str):
+                raise TypeError(f"smoke generation returned {type(sample).__name__}, not text")
+        except Exception as exc:  # any failure must leave the old model serving
+            reason = f"{type(exc).__name__}: {exc}"
+            self.state.mark_bad_version(version, reason)
+            log.error("hotload.refused", version=version, reason=reason)
+            return False
+        self.service.swap(LoadedModel(version=version, manifest=manifest, model=model))
+        self.state.set_current_model(version, asdict(manifest))
+        log.info(
+            "hotload.swapped",
+            version=version,
+            step=manifest.step,
+            val_loss=manifest.val_loss,
+            smoke_sample=sample,
+        )
+        return True

@@ -1,0 +1,80 @@
+"""What the scheduler runs: scrape targets, post, answer mentions, follow checkpoints.
+
+APScheduler's Redis job store pickles each job as a textual reference plus arguments, so
+every job is `bot.jobs:run_job` with the job's name; `run_job` hands it to the daemon
+that currently holds this process's scheduler.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from bot.config import BotConfig
+from bot.generation import GenerationService
+from bot.hotload import CheckpointWatcher
+from bot.platform.base import Platform, PlatformError
+from bot.posting import post_scheduled
+from bot.replies import poll_mentions
+from bot.retrain import RetrainController
+from bot.scrape import scrape_target
+from bot.state import BotState
+
+log = structlog.get_logger(__name__)
+
+SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG = "scrape", "post", "mentions", "checkpoints", "config"
+
+_dispatch_lock = threading.Lock()
+_dispatcher: Callable[[str], None] | None = None
+
+
+def set_dispatcher(dispatcher: Callable[[str], None] | None) -> None:
+    global _dispatcher
+    with _dispatch_lock:
+        _dispatcher = dispatcher
+
+
+def run_job(name: str) -> None:
+    """The scheduler's entry point for every job (see the module docstring)."""
+    dispatcher = _dispatcher
+    if dispatcher is None:
+        log.warning("job.no_daemon", job=name)
+        return
+    dispatcher(name)
+
+
+@dataclass
+class BotJobs:
+    """The jobs' bodies; the daemon owns their schedule, the lease and error handling."""
+
+    config: BotConfig
+    state: BotState
+    platform: Platform
+    service: GenerationService
+    watcher: CheckpointWatcher
+    retrain: RetrainController
+
+    def __post_init__(self) -> None:
+        self._me_id: str | None = None
+
+    def scrape(self) -> None:
+        for target in self.config.targets:
+            try:
+                scrape_target(self.platform, self.state, self.config.data_dir, target.handle)
+            except PlatformError as exc:
+                log.error("scrape.failed", handle=target.handle, error=str(exc))
+
+    def post(self) -> None:
+        post_scheduled(self.platform, self.state, self.service)
+
+    def mentions(self) -> None:
+        if self._me_id is None:
+            self._me_id = self.platform.me().id
+        poll_mentions(self.platform, self.state, self.service, me_id=self._me_id)
+
+    def checkpoints(self) -> None:
+        self.watcher.check()
+        self.retrain.tick(self.config, have_model=self.service.current is not None)

@@ -1,0 +1,80 @@
+"""Every Redis key the bot uses, built in one place with one template style.
+
+Several bots may share one Redis, so everything lives under `parrotbot:<account>:`.
+Keeping the templates here is what stops two modules from spelling one key two ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROOT = "parrotbot"
+
+
+@dataclass(frozen=True)
+class Keys:
+    account: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{ROOT}:{self.account}"
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # The daemon allowed to post for this account (a lease: SET NX PX, renewed).
+    @property
+    def lease(self) -> str:
+        return self._key("lease")
+
+    # APScheduler's RedisJobStore: jobs (hash) and their next run times (sorted set).
+    @property
+    def scheduler_jobs(self) -> str:
+        return self._key("scheduler", "jobs")
+
+    @property
+    def scheduler_run_times(self) -> str:
+        return self._key("scheduler", "run_times")
+
+    # since_id cursors: "mentions", or "timeline:<handle>".
+    def cursor(self, name: str) -> str:
+        return self._key("cursor", name)
+
+    # One hash per mention: intent_at, then tweet_id/outcome once X (or the outbox) answered.
+    def reply(self, mention_id: str) -> str:
+        return self._key("reply", mention_id)
+
+    # Stream of everything the bot posted (posts and replies), newest last.
+    @property
+    def posted(self) -> str:
+        return self._key("posted")
+
+    # Hash: version, loaded_at and the manifest of the model serving now.
+    @property
+    def model_current(self) -> str:
+        return self._key("model", "current")
+
+    # Hash: version -> why it was refused; such versions are never retried.
+    @property
+    def model_bad(self) -> str:
+        return self._key("model", "bad")
+
+    # Hash: the training run in flight or last finished (state, trigger, started_at, …).
+    @property
+    def training(self) -> str:
+        return self._key("training", "run")
+
+    # Integer: the highest training.retrain_request already turned into a training run.
+    @property
+    def retrain_request_handled(self) -> str:
+        return self._key("training", "retrain_request_handled")
+
+    # Integer: tweets scraped since the last training run started.
+    @property
+    def new_tweets_since_training(self) -> str:
+        return self._key("training", "new_tweets")
+
+    # Hash: handle -> user id, resolved once.
+    @property
+    def user_ids(self) -> str:
+        return self._key("users")

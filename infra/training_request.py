@@ -1,0 +1,19 @@
+"""What a training backend is asked to run: the same JSON for a local process or a spot VM."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    model_kind: str
+    datasets: list[str]
+    checkpoints_dir: str
+    model_config: dict[str, Any] = field(default_factory=dict)
+    trigger: str = "manual"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -1,0 +1,117 @@
+"""Shared fixtures: a real Redis with a per-test namespace, and offline configs in tmp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_TIMELINE = REPO / "config" / "sample_timelines" / "poorrichard.jsonl"
+TEST_REDIS_URL = os.environ.get("PARROTBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail(
+            f"no Redis answers at {TEST_REDIS_URL}: run `make redis` (tools/ensure-redis.sh)"
+        )
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def account(redis_url: str) -> Iterator[str]:
+    """A fresh account name; its keys are deleted afterwards (never FLUSHALL a shared server)."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"parrotbot:{name}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+def offline_config_data(data_dir: Path, account: str, redis_url: str | None) -> dict:
+    """The shipped offline config, made tiny and fast, pointed at a temporary volume."""
+    data = yaml.safe_load((REPO / "config" / "offline.yaml").read_text())
+    data["account"] = account
+    data["data_dir"] = str(data_dir)
+    data["platform"]["local"]["seed_timelines_dir"] = str(REPO / "config" / "sample_timelines")
+    if redis_url is None:
+        data.pop("redis_url", None)
+    else:
+        data["redis_url"] = redis_url
+    data["schedule"].update(
+        post_every_seconds=2,
+        mentions_every_seconds=1,
+        checkpoint_poll_seconds=1,
+        config_poll_seconds=1,
+        lease_ttl_seconds=3,
+    )
+    data["model"]["char_rnn"] = {
+        "units": 32,
+        "embedding_dim": 16,
+        "seq_len": 32,
+        "epochs": 1,
+        "batch_size": 64,
+    }
+    data["generation"] = {"temperature": 0.8, "max_length": 60}
+    data["logging"] = {"level": "DEBUG"}
+    return data
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, account: str, redis_url: str):
+    """Write a test config; returns its path. Keyword overrides replace top-level sections."""
+
+    def write(name: str = "bot.yaml", *, embedded_redis: bool = False, **overrides) -> Path:
+        data = offline_config_data(
+            tmp_path / "volume", account, None if embedded_redis else redis_url
+        )
+        data.update(overrides)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny char-RNN trained once by the real entry point; tests copy its checkpoints."""
+    root = tmp_path_factory.mktemp("pretrained")
+    dataset = root / "poorrichard.jsonl"
+    shutil.copyfile(SAMPLE_TIMELINE, dataset)
+    request = {
+        "model_kind": "char_rnn",
+        "datasets": [str(dataset)],
+        "checkpoints_dir": str(root / "checkpoints"),
+        "model_config": {"units": 32, "embedding_dim": 16, "seq_len": 32, "epochs": 1},
+        "trigger": "test",
+    }
+    request_path = root / "request.json"
+    request_path.write_text(json.dumps(request))
+    subprocess.run(
+        [sys.executable, "-m", "training.train", "--request", str(request_path)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return root / "checkpoints"

@@ -1,0 +1,130 @@
+"""The char-RNN trains, samples in batches with state, and survives a save/load round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.char_rnn import WEIGHTS_FILE, CharRNN, CharRNNConfig, Vocab
+from training.models import EpochReport, ModelLoadError, TextModel, load_model
+
+# Keras/TF call np.array() on variables when saving, which numpy 2 flags; not our code.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+PHRASES = ["the cat sat on the mat", "the dog ate a bone", "a bird sang all day long"]
+TINY = CharRNNConfig(
+    embedding_dim=16, units=32, seq_len=32, batch_size=16, epochs=12, learning_rate=1e-2
+)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[CharRNN, list[EpochReport]]:
+    reports: list[EpochReport] = []
+    texts = PHRASES * 40
+    model, result = CharRNN.train(texts, PHRASES * 4, TINY, on_epoch=reports.append)
+    assert result.step == reports[-1].step > 0
+    return model, reports
+
+
+def test_config_rejects_unknown_and_bad_values() -> None:
+    assert CharRNNConfig.from_dict({"units": 8}).units == 8
+    with pytest.raises(ValueError, match="unitz, unknwn"):
+        CharRNNConfig.from_dict({"unitz": 8, "unknwn": 1})
+    with pytest.raises(ValueError, match="cell"):
+        CharRNNConfig.from_dict({"cell": "rnn"})
+    with pytest.raises(ValueError, match="units"):
+        CharRNNConfig.from_dict({"units": "32"})
+
+
+def test_vocab_reserves_padding_and_boundary() -> None:
+    vocab = Vocab.from_texts(["ba", "c"])
+    assert vocab.chars == ["a", "b", "c"] and vocab.size == 5
+    assert vocab.encode("abz") == [2, 3, 0]
+    assert vocab.encode_stream(["ab", "c"]).tolist() == [1, 2, 3, 1, 4, 1]
+
+
+def test_validation_loss_falls(trained: tuple[CharRNN, list[EpochReport]]) -> None:
+    _, reports = trained
+    assert [r.epoch for r in reports] == list(range(1, 13)) and all(r.complete for r in reports)
+    assert reports[-1].val_loss < reports[0].val_loss
+    assert reports[-1].val_bits_per_char == pytest.approx(reports[-1].val_loss / 0.6931, 1e-3)
+
+
+def test_generate_batch_starts_with_seeds_and_stops(
+    trained: tuple[CharRNN, list[EpochReport]],
+) -> None:
+    model, _ = trained
+    assert isinstance(model, TextModel)
+    seeds = ["the ", "a b", "", "héllo ☃"]
+    out = model.generate(seeds, max_length=60, temperature=0.8, random_seed=1)
+    assert len(out) == len(seeds)
+    allowed = set("".join(PHRASES)) | set("héllo ☃")
+    for seed, text in zip(seeds, out, strict=True):
+        assert text.startswith(seed)
+        assert len(text) <= 60
+        assert set(text) <= allowed  # no boundary/padding token leaks as a character
+    assert model.generate(["the cat sat on"], max_length=5, temperature=1.0) == ["the cat sat on"]
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(["x"], max_length=10, temperature=0)
+
+
+def test_generation_ends_at_the_boundary(trained: tuple[CharRNN, list[EpochReport]]) -> None:
+    model, _ = trained
+    out = model.generate(["the cat"] * 4, max_length=200, temperature=0.05, random_seed=0)
+    # The corpus's tweets are under 30 chars, so a learned boundary ends far before 200.
+    assert all(len(text) < 200 for text in out), out
+
+
+def test_save_load_round_trip(tmp_path: Path, trained: tuple[CharRNN, list[EpochReport]]) -> None:
+    model, _ = trained
+    model.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json",
+        "model.weights.h5",
+        "vocab.json",
+    ]
+    loaded = load_model("char_rnn", tmp_path)
+    assert isinstance(loaded, CharRNN) and loaded.config == model.config
+    seeds = ["the ", "a bird"]
+    kwargs = {"max_length": 50, "temperature": 0.01, "random_seed": 3}
+    assert loaded.generate(seeds, **kwargs) == model.generate(seeds, **kwargs)
+
+
+def test_load_refuses_missing_or_corrupt_files(
+    tmp_path: Path, trained: tuple[CharRNN, list[EpochReport]]
+) -> None:
+    model, _ = trained
+    model.save(tmp_path)
+    weights = tmp_path / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match=r"model\.weights\.h5"):
+        CharRNN.load(tmp_path)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"model\.weights\.h5.*missing"):
+        CharRNN.load(tmp_path)
+    (tmp_path / "vocab.json").write_text("[1, 2")
+    with pytest.raises(ModelLoadError, match=r"vocab\.json"):
+        CharRNN.load(tmp_path)
+    (tmp_path / "config.json").write_text('{"units": 32, "bogus": 1}')
+    with pytest.raises(ModelLoadError, match=r"config\.json.*bogus"):
+        CharRNN.load(tmp_path)
+
+
+def test_load_model_dispatch(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'bert'"):
+        load_model("bert", tmp_path)
+    with pytest.raises(NotImplementedError, match="gpt2"):
+        load_model("gpt2", tmp_path)
+
+
+def test_stacked_lstm_with_dropout_trains_and_round_trips(tmp_path: Path) -> None:
+    config = CharRNNConfig(
+        embedding_dim=8, units=16, layers=2, cell="lstm", dropout=0.1, seq_len=16, epochs=1
+    )
+    model, result = CharRNN.train(PHRASES * 5, [], config)
+    assert result.step > 0 and result.val_loss is None
+    model.save(tmp_path)
+    loaded = CharRNN.load(tmp_path)
+    kwargs = {"max_length": 30, "temperature": 0.5, "random_seed": 7}
+    assert loaded.generate(["the", "a"], **kwargs) == model.generate(["the", "a"], **kwargs)

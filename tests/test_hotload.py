@@ -1,0 +1,89 @@
+"""Hot-loading: only complete, checksummed versions are ever put into service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.config import GenerationConfig
+from bot.generation import GenerationService
+from bot.hotload import CheckpointWatcher
+from bot.state import BotState
+from training.publish import LATEST_NAME, MANIFEST_NAME, list_versions, read_latest
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, trained_checkpoints: Path) -> Path:
+    target = tmp_path / "checkpoints"
+    shutil.copytree(trained_checkpoints, target)
+    return target / "char_rnn"
+
+
+@pytest.fixture
+def watcher(model_dir: Path, redis_client: redis.Redis, account: str) -> CheckpointWatcher:
+    service = GenerationService(GenerationConfig(max_length=40))
+    return CheckpointWatcher(model_dir, "char_rnn", service, BotState(redis_client, account))
+
+
+def copy_version(model_dir: Path, source: str, name: str) -> Path:
+    """A second version with its own name, as a later training run would publish it."""
+    folder = model_dir / name
+    shutil.copytree(model_dir / source, folder)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    manifest["version"] = name
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return folder
+
+
+def point_latest(model_dir: Path, version: str) -> None:
+    (model_dir / LATEST_NAME).write_text(version + "\n")
+
+
+def test_the_published_version_is_loaded_and_recorded(watcher: CheckpointWatcher) -> None:
+    assert watcher.check()
+    current = watcher.service.current
+    assert current is not None and current.version == read_latest(watcher.model_dir)
+    assert watcher.state.current_model_version() == current.version
+    assert watcher.service.generate_post() is not None
+    assert not watcher.check()  # nothing new: no reload
+
+
+def test_a_version_without_a_manifest_is_never_loaded(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    good = read_latest(model_dir)
+    broken = copy_version(model_dir, good, "29990101T000000000000Z-aaaaaa")
+    (broken / MANIFEST_NAME).unlink()
+    point_latest(model_dir, broken.name)
+    # Nothing serving yet: the broken LATEST is refused, the newest good version serves.
+    assert watcher.check()
+    assert watcher.service.current.version == good
+    assert broken.name in watcher.state.bad_versions()
+    assert "manifest" in watcher.state.bad_versions()[broken.name]
+
+
+def test_a_truncated_manifest_or_weight_file_keeps_the_old_model_serving(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    good = read_latest(model_dir)
+    assert watcher.check()
+    half_manifest = copy_version(model_dir, good, "29990101T000000000000Z-bbbbbb")
+    text = (half_manifest / MANIFEST_NAME).read_text()
+    (half_manifest / MANIFEST_NAME).write_text(text[: len(text) // 2])
+    point_latest(model_dir, half_manifest.name)
+    assert not watcher.check()
+
+    bad_weights = copy_version(model_dir, good, "29990101T000000000000Z-cccccc")
+    weights = next(bad_weights.glob("*.h5"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    point_latest(model_dir, bad_weights.name)
+    assert not watcher.check()
+
+    assert watcher.service.current.version == good
+    assert set(watcher.state.bad_versions()) == {half_manifest.name, bad_weights.name}
+    assert not watcher.check()  # refused versions are not retried
+    assert len(list_versions(model_dir)) == 3

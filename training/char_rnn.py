@@ -1,0 +1,371 @@
+"""A character-level RNN (Keras 3 on TensorFlow): small, CPU-trainable, the offline default.
+
+Ids 0 and 1 are reserved: 0 for padding and characters the vocabulary does not know, 1 for
+the end-of-tweet boundary. Training text is ``<eot> tweet <eot> tweet <eot> ...``, so after a
+boundary the model has learned to start a tweet; generation feeds the boundary first for the
+same reason.
+
+Two Keras models share one set of layers: a sequence model for training (a prediction at
+every position) and a one-step model with explicit RNN state for sampling, so generating a
+character costs one step instead of re-running the whole prefix.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before TensorFlow loads, or its C++ side prints info lines on every import. (TF 2.21
+# still writes a few absl lines from before its logging starts; they are not JSON and
+# log readers skip them.)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import structlog
+import tensorflow as tf
+
+from training.models import EpochReport, ModelLoadError, TrainResult
+
+log = structlog.get_logger(__name__)
+
+PAD_ID = 0
+EOT_ID = 1
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "model.weights.h5"
+_INT_FIELDS = ("embedding_dim", "units", "layers", "seq_len", "batch_size", "epochs", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class CharRNNConfig:
+    """Architecture and training settings; saved with every checkpoint."""
+
+    embedding_dim: int = 64
+    units: int = 256
+    layers: int = 1
+    cell: str = "gru"
+    seq_len: int = 100
+    batch_size: int = 64
+    epochs: int = 10
+    learning_rate: float = 3e-3
+    val_fraction: float = 0.1
+    seed: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"char_rnn config {name!r} must be an integer, got {value!r}")
+            if name != "seed" and value < 1:
+                raise ValueError(f"char_rnn config {name!r} must be >= 1, got {value}")
+        for name in ("learning_rate", "val_fraction", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"char_rnn config {name!r} must be a number, got {value!r}")
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"char_rnn config 'cell' must be 'gru' or 'lstm', got {self.cell!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"char_rnn config 'learning_rate' must be > 0: {self.learning_rate}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
+            raise ValueError("char_rnn config 'val_fraction' and 'dropout' must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> CharRNNConfig:
+        """Build from JSON/YAML; unknown keys are an error so a typo never silently defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown char_rnn config keys: {', '.join(unknown)}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config (defaults filled in), as saved in checkpoints and manifests."""
+        return dataclasses.asdict(self)
+
+
+class Vocab:
+    """Maps characters to ids 2.. (0 and 1 are reserved, see the module docstring)."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        self.ids = {c: i + 2 for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> Vocab:
+        """Sorted, so the same corpus always gives the same ids."""
+        return cls(sorted({c for text in texts for c in text}))
+
+    @property
+    def size(self) -> int:
+        return len(self.chars) + 2
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids.get(c, PAD_ID) for c in text]
+
+    def encode_stream(self, texts: Sequence[str]) -> np.ndarray:
+        """``<eot> t1 <eot> t2 <eot>``: each tweet is preceded by a boundary, as in sampling."""
+        ids = [EOT_ID]
+        for text in texts:
+            ids.extend(self.encode(text))
+            ids.append(EOT_ID)
+        return np.asarray(ids, dtype=np.int32)
+
+
+def _build(config: CharRNNConfig, vocab_size: int) -> tuple[keras.Model, keras.Model]:
+    """Return (sequence model for training, one-step model with state in and out)."""
+    embed = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embed")
+    rnn_cls = keras.layers.GRU if config.cell == "gru" else keras.layers.LSTM
+    rnns = [
+        rnn_cls(config.units, return_sequences=True, return_state=True, name=f"rnn{i}")
+        for i in range(config.layers)
+    ]
+    head = keras.layers.Dense(vocab_size, name="logits")
+    drop = keras.layers.Dropout(config.dropout) if config.dropout else None
+
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = embed(tokens)
+    for rnn in rnns:
+        x = drop(x) if drop is not None else x
+        x = rnn(x)[0]
+    x = drop(x) if drop is not None else x
+    train_model = keras.Model(tokens, head(x), name="char_rnn")
+
+    n_states = 1 if config.cell == "gru" else 2
+    step_tokens = keras.Input(shape=(1,), dtype="int32", name="step_tokens")
+    states_in = [
+        keras.Input(shape=(config.units,), name=f"state{i}_{j}")
+        for i in range(config.layers)
+        for j in range(n_states)
+    ]
+    x = embed(step_tokens)
+    states_out = []
+    for i, rnn in enumerate(rnns):
+        x, *new = rnn(x, initial_state=states_in[i * n_states : (i + 1) * n_states])
+        states_out.extend(new)
+    step_model = keras.Model([step_tokens, *states_in], [head(x), *states_out], name="step")
+    return train_model, step_model
+
+
+def _windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping (input, next-char target) windows starting at ``offset``.
+
+    A different offset each epoch shows the model other window boundaries for free. A stream
+    shorter than one window becomes a single shorter window rather than nothing.
+    """
+    usable = stream[offset:] if len(stream) - offset > seq_len else stream
+    if len(usable) <= seq_len:
+        seq_len = len(usable) - 1
+    n = (len(usable) - 1) // seq_len
+    x = usable[: n * seq_len].reshape(n, seq_len)
+    y = usable[1 : n * seq_len + 1].reshape(n, seq_len)
+    return x, y
+
+
+def _mean_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    """Mean next-char cross-entropy (nats) over every position of the given windows."""
+    total, count = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        total += float(model.test_on_batch(xb, yb)) * yb.size
+        count += yb.size
+    return total / count
+
+
+class CharRNN:
+    """A trained character RNN; see :class:`training.models.TextModel`."""
+
+    kind: ClassVar[str] = "char_rnn"
+
+    def __init__(self, config: CharRNNConfig, vocab: Vocab) -> None:
+        self.config = config
+        self.vocab = vocab
+        self._model, self._step_model = _build(config, vocab.size)
+        self._model.compile(
+            # clipnorm: RNNs see occasional gradient spikes that a high lr turns into NaNs.
+            optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        self._step = tf.function(lambda t, s: self._step_model([t, *s], training=False))
+
+    @classmethod
+    def train(
+        cls,
+        texts: Sequence[str],
+        val_texts: Sequence[str],
+        config: CharRNNConfig,
+        *,
+        stop: threading.Event | None = None,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> tuple[CharRNN, TrainResult]:
+        """Train from scratch; a set ``stop`` ends training after the current batch.
+
+        Validation runs after every epoch, also a cut-short one, so the returned losses
+        always describe the returned weights.
+        """
+        if not any(texts):
+            raise ValueError("char_rnn needs at least one non-empty training text")
+        keras.utils.set_random_seed(config.seed)
+        model = cls(config, Vocab.from_texts(texts))
+        stream = model.vocab.encode_stream(texts)
+        val_x, val_y = (
+            _windows(model.vocab.encode_stream(val_texts), config.seq_len, 0)
+            if val_texts
+            else (None, None)
+        )
+        rng = np.random.default_rng(config.seed)
+        step, train_loss, val_loss = 0, math.nan, None
+        for epoch in range(1, config.epochs + 1):
+            started = time.monotonic()
+            x, y = _windows(stream, config.seq_len, int(rng.integers(config.seq_len)))
+            batch = min(config.batch_size, len(x))
+            data = (
+                tf.data.Dataset.from_tensor_slices((x, y))
+                .shuffle(len(x), seed=int(rng.integers(2**31)))
+                # One batch shape for the whole run, so the train step is traced once.
+                .batch(batch, drop_remainder=True)
+                .prefetch(tf.data.AUTOTUNE)
+            )
+            losses: list[float] = []
+            for xb, yb in data:
+                losses.append(float(model._model.train_on_batch(xb, yb)))
+                step += 1
+                if stop is not None and stop.is_set():
+                    break
+            if not losses:
+                break
+            train_loss = float(np.mean(losses))
+            if val_x is not None:
+                val_loss = _mean_loss(model._model, val_x, val_y, config.batch_size)
+            complete = len(losses) == len(x) // batch
+            if on_epoch is not None:
+                on_epoch(
+                    EpochReport(
+                        epoch=epoch,
+                        step=step,
+                        train_loss=train_loss,
+                        val_loss=val_loss,
+                        val_bits_per_char=None if val_loss is None else val_loss / math.log(2),
+                        seconds=time.monotonic() - started,
+                        complete=complete,
+                    )
+                )
+            if not complete:
+                break
+        return model, TrainResult(step=step, train_loss=train_loss, val_loss=val_loss)
+
+    def generate(
+        self,
+        seeds: Sequence[str],
+        *,
+        max_length: int,
+        temperature: float,
+        random_seed: int | None = None,
+    ) -> list[str]:
+        """Sample one continuation per seed, all seeds in one batch, keeping the RNN state.
+
+        Each row first consumes ``<eot>`` and its seed (characters the vocabulary lacks are
+        skipped), then samples until it draws ``<eot>`` or reaches ``max_length`` characters
+        including the seed. Rows still reading their seed are fed it instead of a sample.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not seeds:
+            return []
+        rng = np.random.default_rng(random_seed)
+        prefixes = [[EOT_ID, *(self.vocab.ids[c] for c in s if c in self.vocab.ids)] for s in seeds]
+        budgets = [max(0, max_length - len(s)) for s in seeds]
+        outputs: list[list[str]] = [[] for _ in seeds]
+        done = np.array([b == 0 for b in budgets])
+        n_states = self.config.layers * (1 if self.config.cell == "gru" else 2)
+        states = [tf.zeros((len(seeds), self.config.units)) for _ in range(n_states)]
+        tokens = np.array([[p[0]] for p in prefixes], dtype=np.int32)
+        t = 0
+        while not done.all():
+            logits, *states = self._step(tf.constant(tokens), states)
+            logits = logits.numpy()[:, 0, :].astype(np.float64)
+            logits[:, PAD_ID] = -np.inf
+            # Gumbel-max: an exact sample from softmax(logits / T), stable even for tiny T.
+            sampled = np.argmax(logits / temperature + rng.gumbel(size=logits.shape), axis=1)
+            t += 1
+            for i, prefix in enumerate(prefixes):
+                if t < len(prefix):
+                    tokens[i, 0] = prefix[t]
+                elif done[i]:
+                    tokens[i, 0] = PAD_ID
+                else:
+                    token = int(sampled[i])
+                    tokens[i, 0] = token
+                    if token == EOT_ID:
+                        done[i] = True
+                    else:
+                        outputs[i].append(self.vocab.chars[token - 2])
+                        done[i] = len(outputs[i]) >= budgets[i]
+        return [seed + "".join(out) for seed, out in zip(seeds, outputs, strict=True)]
+
+    def save(self, directory: Path) -> None:
+        """Write ``config.json``, ``vocab.json`` and ``model.weights.h5`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        (directory / VOCAB_FILE).write_text(
+            json.dumps({"pad_id": PAD_ID, "eot_id": EOT_ID, "chars": self.vocab.chars}) + "\n",
+            encoding="utf-8",
+        )
+        self._model.save_weights(str(directory / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, directory: Path) -> CharRNN:
+        """Rebuild from :meth:`save`'s files; any missing or corrupt one is a ModelLoadError."""
+        directory = Path(directory)
+        raw_config = _read_json(directory / CONFIG_FILE)
+        try:
+            config = CharRNNConfig.from_dict(raw_config)
+        except (TypeError, ValueError) as e:
+            raise ModelLoadError(f"{directory / CONFIG_FILE}: invalid config ({e})") from e
+        raw_vocab = _read_json(directory / VOCAB_FILE)
+        chars = raw_vocab.get("chars")
+        if (
+            raw_vocab.get("pad_id") != PAD_ID
+            or raw_vocab.get("eot_id") != EOT_ID
+            or not isinstance(chars, list)
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+            or len(set(chars)) != len(chars)
+        ):
+            raise ModelLoadError(f"{directory / VOCAB_FILE}: not a char_rnn vocabulary")
+        model = cls(config, Vocab(chars))
+        weights = directory / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelLoadError(f"{weights}: weights file is missing")
+        # Build the optimizer first so its saved state (for resuming) loads instead of being
+        # skipped with a warning.
+        model._model.optimizer.build(model._model.trainable_variables)
+        try:
+            model._model.load_weights(str(weights))
+        except Exception as e:  # h5py and Keras raise many types for a damaged file
+            raise ModelLoadError(f"{weights}: cannot load weights ({e})") from e
+        log.debug("char_rnn.loaded", path=str(directory), vocab_size=model.vocab.size)
+        return model
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ModelLoadError(f"{path}: file is missing") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"{path}: unreadable ({e})") from e
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return raw

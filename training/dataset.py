@@ -1,0 +1,115 @@
+"""Tweet datasets: JSONL files on the volume, one tweet per line.
+
+Each line is an object with at least ``id`` (a string of digits) and ``text``; extra fields
+(``created_at``, ...) are kept. Everything here is pure Python so the daemon, the launcher and
+tests can hash and split datasets without importing a framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class DatasetError(Exception):
+    """A dataset file is missing or malformed; the message names the file and line."""
+
+
+def _parse_line(line: str, path: Path, lineno: int) -> dict[str, Any]:
+    try:
+        tweet = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    if not isinstance(tweet, dict):
+        raise DatasetError(f"{path}:{lineno}: expected a JSON object")
+    tweet_id = tweet.get("id")
+    # Tweet ids exceed 2**53, so they travel as strings; ints would silently lose precision.
+    if not isinstance(tweet_id, str) or not tweet_id.isdigit():
+        raise DatasetError(f"{path}:{lineno}: 'id' must be a string of digits, got {tweet_id!r}")
+    if not isinstance(tweet.get("text"), str):
+        raise DatasetError(f"{path}:{lineno}: 'text' must be a string")
+    return tweet
+
+
+def load_tweets(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Read every file, drop duplicate ids (first seen wins), return them sorted by id.
+
+    Sorting by numeric id makes everything downstream (hash, split, training order)
+    independent of file order and of how often a tweet was scraped.
+    """
+    by_id: dict[str, dict[str, Any]] = {}
+    for raw_path in paths:
+        path = Path(raw_path)
+        try:
+            with path.open(encoding="utf-8") as f:
+                for lineno, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    tweet = _parse_line(line, path, lineno)
+                    by_id.setdefault(tweet["id"], tweet)
+        except FileNotFoundError as e:
+            raise DatasetError(f"{path}: dataset file does not exist") from e
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}: not UTF-8 ({e.reason})") from e
+        except OSError as e:
+            raise DatasetError(f"{path}: cannot read dataset ({e.strerror or e})") from e
+    tweets = sorted(by_id.values(), key=lambda t: int(t["id"]))
+    log.debug("dataset.loaded", files=len(paths), tweets=len(tweets))
+    return tweets
+
+
+def dataset_hash(tweets: Iterable[dict[str, Any]]) -> str:
+    """A stable fingerprint of the training data (ids and texts in id order) for the manifest."""
+    h = hashlib.sha256()
+    for tweet in sorted(tweets, key=lambda t: int(t["id"])):
+        # Length-prefix both fields so no two different datasets can serialise the same.
+        for part in (tweet["id"], tweet["text"]):
+            data = part.encode("utf-8")
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
+    return h.hexdigest()
+
+
+def _val_score(tweet_id: str) -> float:
+    digest = hashlib.sha256(f"split:{tweet_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_by_id(
+    tweets: Sequence[dict[str, Any]], val_fraction: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split into (train, val) by hashing each id, so a tweet never changes sides.
+
+    Adding tweets later leaves old ones where they were; that keeps validation losses
+    comparable across retrains. With at least two tweets and ``val_fraction > 0`` the
+    validation side gets at least one (the tweet whose hash is lowest).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    scores = [(_val_score(t["id"]), i) for i, t in enumerate(tweets)]
+    val_idx = {i for score, i in scores if score < val_fraction}
+    if not val_idx and val_fraction > 0 and len(tweets) >= 2:
+        val_idx = {min(scores)[1]}
+    train = [t for i, t in enumerate(tweets) if i not in val_idx]
+    val = [t for i, t in enumerate(tweets) if i in val_idx]
+    return train, val
+
+
+def clean_text(text: str) -> str:
+    """Minimal cleaning: decode HTML entities X sends (``&amp;``), collapse whitespace.
+
+    Newlines become spaces because the model uses its own end-of-tweet token as the only
+    boundary; a fuller cleaning module (links, mentions) will replace this.
+    """
+    return _WHITESPACE.sub(" ", html.unescape(text)).strip()

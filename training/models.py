@@ -1,0 +1,83 @@
+"""The interface both model families implement, and a loader that imports them lazily.
+
+The daemon only ever talks to a :class:`TextModel`; which framework sits behind it is decided
+by the checkpoint's ``model_kind``. Importing this module must stay cheap (no TensorFlow, no
+PyTorch) so the daemon and CLI start fast; the heavy import happens in :func:`load_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from training.publish import CheckpointError
+
+MODEL_KINDS: tuple[str, ...] = ("char_rnn", "gpt2")
+
+
+class ModelLoadError(CheckpointError):
+    """A model folder is missing a file or holds a corrupt one; the message names it.
+
+    A subclass of :class:`CheckpointError` so callers that already treat a bad checkpoint as
+    "record and skip" handle a model that will not load the same way.
+    """
+
+
+@runtime_checkable
+class TextModel(Protocol):
+    """A trained text generator, whatever its framework."""
+
+    kind: str
+
+    def generate(self, seeds: Sequence[str], *, max_length: int, temperature: float) -> list[str]:
+        """Return one continuation per seed, computed as one batch.
+
+        Each result starts with its seed and ends at the end-of-tweet boundary (not
+        included) or after ``max_length`` characters, whichever comes first.
+        """
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write every file needed to :func:`load_model` this model again into ``directory``."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run reached; goes into the manifest."""
+
+    step: int
+    train_loss: float
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch's numbers, handed to a trainer's ``on_epoch`` callback for logging.
+
+    ``complete`` is False when a stop request cut the epoch short; the entry point only
+    publishes a model once at least one epoch completed.
+    """
+
+    epoch: int
+    step: int
+    train_loss: float
+    val_loss: float | None
+    val_bits_per_char: float | None
+    seconds: float
+    complete: bool
+
+
+def load_model(kind: str, directory: Path) -> TextModel:
+    """Load a saved model of ``kind`` from ``directory``, importing its framework only now."""
+    if kind == "char_rnn":
+        from training.char_rnn import CharRNN
+
+        return CharRNN.load(Path(directory))
+    if kind == "gpt2":
+        raise NotImplementedError(
+            "model kind 'gpt2' is not implemented yet; use 'char_rnn' for now"
+        )
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
