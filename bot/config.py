@@ -95,6 +95,7 @@ class ScheduleConfig(_Strict):
     scrape_every_seconds: PositiveSeconds = 3600
     checkpoint_poll_seconds: PositiveSeconds = 10
     config_poll_seconds: PositiveSeconds = 5
+    pool_refill_seconds: PositiveSeconds = 30
     lease_ttl_seconds: Annotated[int, Field(ge=3)] = Field(
         default=15, description="How soon a standby daemon takes over from a dead one."
     )
@@ -164,7 +165,42 @@ class ModelConfig(_Strict):
 class GenerationConfig(_Strict):
     temperature: Annotated[float, Field(gt=0, le=5)] = 0.8
     max_length: Annotated[int, Field(ge=1, le=280)] = 280
-    attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    attempts: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=8, description="Candidates sampled (as one batch) for a reply or an unpooled post."
+    )
+    pool_size: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=20, description="Filtered posts kept ready in Redis; 0 generates at post time."
+    )
+    pool_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
+
+
+class FilterConfig(_Strict):
+    allow_mentions: bool = Field(
+        default=False, description="Allow @handles in generated text (X forbids unsolicited ones)."
+    )
+    allow_urls: bool = False
+    blocklist_words: list[str] = Field(default_factory=list, description="Case-insensitive words.")
+    blocklist_patterns: list[str] = Field(
+        default_factory=list, description="Regular expressions (case-insensitive)."
+    )
+    novelty_ngram_words: Annotated[int, Field(ge=3, le=20)] = Field(
+        default=6,
+        description="A candidate sharing this many consecutive words with a training tweet "
+        "(or containing a whole shorter one) is a copy.",
+    )
+    recent_posts_checked: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=200, description="The bot's own last posts a candidate must not repeat."
+    )
+
+    @field_validator("blocklist_patterns")
+    @classmethod
+    def _compilable(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regex ({exc})") from None
+        return patterns
 
 
 class TrainingConfig(_Strict):
@@ -198,6 +234,7 @@ class BotConfig(_Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     model: ModelConfig = ModelConfig()
     generation: GenerationConfig = GenerationConfig()
+    filters: FilterConfig = FilterConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -28,6 +28,7 @@ from bot.lease import Lease
 from bot.platform.local import LocalPlatform
 from bot.retrain import RetrainController
 from bot.scheduling import build_scheduler, schedule_jobs
+from bot.scrape import dataset_path
 from bot.state import BotState, connect
 from infra.backends.local import LocalBackend
 
@@ -61,9 +62,13 @@ class Daemon:
         client = connect(self.config)
         self.state = BotState(client, self.config.account)
         self.platform = self._build_platform()
-        self.service = GenerationService(self.config.generation)
+        self.service = GenerationService(self.config.generation, self.config.filters)
         self.watcher = CheckpointWatcher(
-            self.config.model_dir, self.config.model.kind, self.service, self.state
+            self.config.model_dir,
+            self.config.model.kind,
+            self.service,
+            self.state,
+            corpus=self._training_texts,
         )
         self.retrain = RetrainController(
             self.state, LocalBackend(self.config.data_dir / "logs" / "training")
@@ -155,7 +160,8 @@ class Daemon:
     def run_job(self, name: str) -> None:
         if self.stop_event.is_set():
             return
-        body = self._check_config if name == jobs.CONFIG else getattr(self.jobs, name)
+        bodies = {jobs.CONFIG: self._check_config, jobs.POOL: self.jobs.pool_refill}
+        body = bodies.get(name) or getattr(self.jobs, name)
         with self._in_flight_changed:
             self._in_flight += 1
         try:
@@ -191,9 +197,18 @@ class Daemon:
         self.config = new
         self.jobs.config = new
         self.service.settings = new.generation
+        self.service.filters = new.filters
         if new.schedule != old.schedule:
             schedule_jobs(self._scheduler, new)
         log.info("config.applied", retrain_request=new.training.retrain_request)
+
+    def _training_texts(self) -> list[str]:
+        """What the targets' datasets hold now: the texts a post must not copy."""
+        from training.dataset import clean_text, load_tweets
+
+        paths = [dataset_path(self.config.data_dir, t.handle) for t in self.config.targets]
+        tweets = load_tweets([path for path in paths if path.exists()])
+        return [clean_text(tweet["text"]) for tweet in tweets]
 
     def _build_platform(self) -> LocalPlatform:
         platform = self.config.platform

@@ -1,18 +1,22 @@
-"""The generation service: the model serving now, and the texts it writes for posts and replies.
+"""The generation service: the model serving now, and filtered texts for posts and replies.
 
 The serving model is one reference, replaced whole by the hot-loader, so a post or reply in
-progress always finishes on the model it started with.
+progress always finishes on the model it started with. Candidates are sampled as one batch
+and the first one that passes every filter is used.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
-from bot.config import GenerationConfig
+from bot.config import FilterConfig, GenerationConfig
+from bot.filters import CandidateFilter, NoveltyIndex
 from bot.platform.base import Tweet
 
 if TYPE_CHECKING:
@@ -27,6 +31,7 @@ class LoadedModel:
     version: str
     manifest: Manifest
     model: TextModel
+    novelty: NoveltyIndex | None = None
 
 
 @dataclass(frozen=True)
@@ -35,12 +40,26 @@ class Generated:
     model_version: str
 
 
+@dataclass
+class Batch:
+    """One round of sampling: what passed, and how many failed each filter."""
+
+    version: str
+    accepted: list[str] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def checked(self) -> int:
+        return len(self.accepted) + sum(self.rejected.values())
+
+
 class GenerationService:
-    def __init__(self, settings: GenerationConfig) -> None:
+    def __init__(self, settings: GenerationConfig, filters: FilterConfig) -> None:
         self.settings = settings
+        self.filters = filters
         self._current: LoadedModel | None = None
-        # Keras models are not safe to call from two threads at once; posts and replies
-        # run on different scheduler threads.
+        # Keras and torch models are not safe to call from two threads at once; posts,
+        # replies and pool refills run on different scheduler threads.
         self._lock = threading.Lock()
 
     @property
@@ -51,27 +70,42 @@ class GenerationService:
         """Put a verified, smoke-tested model into service: one reference assignment."""
         self._current = loaded
 
-    def generate_post(self) -> Generated | None:
-        return self._generate(seed="")
-
-    def generate_reply(self, mention: Tweet) -> Generated | None:
-        # Conditioning on the mention's text comes with the serving work; for now a reply
-        # is a fresh generation, which is what the char-RNN does best anyway.
-        return self._generate(seed="")
-
-    def _generate(self, seed: str) -> Generated | None:
+    def sample(self, count: int, *, recent: Sequence[str] = (), seed: str = "") -> Batch | None:
+        """`count` candidates from the serving model as one batch, filtered; None if no model."""
         loaded = self._current
         if loaded is None:
             return None
-        settings = self.settings
-        for attempt in range(1, settings.attempts + 1):
-            with self._lock:
-                (raw,) = loaded.model.generate(
-                    [seed], max_length=settings.max_length, temperature=settings.temperature
-                )
-            text = " ".join(raw.split())
-            if text and len(text) <= settings.max_length:
-                return Generated(text=text, model_version=loaded.version)
-            log.debug("generation.rejected", attempt=attempt, length=len(text))
-        log.warning("generation.gave_up", attempts=settings.attempts, version=loaded.version)
-        return None
+        with self._lock:
+            raw = loaded.model.generate(
+                [seed] * count,
+                max_length=self.settings.max_length,
+                temperature=self.settings.temperature,
+            )
+        check = CandidateFilter(self.filters, loaded.novelty).check
+        batch = Batch(version=loaded.version)
+        seen: set[str] = set()
+        for text in (" ".join(candidate.split()) for candidate in raw):
+            verdict = check(text, recent=[*recent, *seen])
+            if verdict.accepted:
+                batch.accepted.append(text)
+                seen.add(text)
+            else:
+                batch.rejected[verdict.reason] += 1
+                log.debug("generation.rejected", reason=str(verdict.reason), detail=verdict.detail)
+        return batch
+
+    def generate_post(self, *, recent: Sequence[str] = ()) -> tuple[Generated | None, Batch | None]:
+        return self._first(self.sample(self.settings.attempts, recent=recent))
+
+    def generate_reply(
+        self, mention: Tweet, *, recent: Sequence[str] = ()
+    ) -> tuple[Generated | None, Batch | None]:
+        # Conditioning on the mention's text needs the model interface to take a prompt; until
+        # then a reply is a fresh, filtered generation.
+        return self._first(self.sample(self.settings.attempts, recent=recent))
+
+    @staticmethod
+    def _first(batch: Batch | None) -> tuple[Generated | None, Batch | None]:
+        if batch is None or not batch.accepted:
+            return None, batch
+        return Generated(text=batch.accepted[0], model_version=batch.version), batch

@@ -7,12 +7,15 @@ recorded in Redis as bad and never tried again; the old model keeps serving.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 
 import structlog
 
+from bot.filters import NoveltyIndex
 from bot.generation import GenerationService, LoadedModel
+from bot.pool import TweetPool
 from bot.state import BotState
 
 log = structlog.get_logger(__name__)
@@ -20,12 +23,21 @@ log = structlog.get_logger(__name__)
 
 class CheckpointWatcher:
     def __init__(
-        self, model_dir: Path, model_kind: str, service: GenerationService, state: BotState
+        self,
+        model_dir: Path,
+        model_kind: str,
+        service: GenerationService,
+        state: BotState,
+        *,
+        corpus: Callable[[], Iterable[str]] = tuple,
     ) -> None:
+        """`corpus` yields the training texts the novelty filter guards (read at each load)."""
         self.model_dir = model_dir
         self.model_kind = model_kind
         self.service = service
         self.state = state
+        self.corpus = corpus
+        self.pool = TweetPool(state)
 
     def check(self) -> bool:
         """Load what `LATEST` names if it is new; True when a new version went into service.
@@ -62,12 +74,16 @@ class CheckpointWatcher:
             (sample,) = model.generate([""], max_length=40, temperature=1.0)
             if not isinstance(sample, str):
                 raise TypeError(f"smoke generation returned {type(sample).__name__}, not text")
+            novelty = NoveltyIndex(self.corpus(), self.service.filters.novelty_ngram_words)
         except Exception as exc:  # any failure must leave the old model serving
             reason = f"{type(exc).__name__}: {exc}"
             self.state.mark_bad_version(version, reason)
             log.error("hotload.refused", version=version, reason=reason)
             return False
-        self.service.swap(LoadedModel(version=version, manifest=manifest, model=model))
+        self.service.swap(
+            LoadedModel(version=version, manifest=manifest, model=model, novelty=novelty)
+        )
+        self.pool.discard()  # texts of the previous version must never be posted now
         self.state.set_current_model(version, asdict(manifest))
         log.info(
             "hotload.swapped",
@@ -75,5 +91,6 @@ class CheckpointWatcher:
             step=manifest.step,
             val_loss=manifest.val_loss,
             smoke_sample=sample,
+            novelty_ngrams=len(novelty),
         )
         return True

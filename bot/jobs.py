@@ -17,7 +17,8 @@ from bot.config import BotConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.platform.base import Platform, PlatformError
-from bot.posting import post_scheduled
+from bot.pool import TweetPool
+from bot.posting import post_scheduled, refill_pool
 from bot.replies import poll_mentions
 from bot.retrain import RetrainController
 from bot.scrape import scrape_target
@@ -25,7 +26,14 @@ from bot.state import BotState
 
 log = structlog.get_logger(__name__)
 
-SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG = "scrape", "post", "mentions", "checkpoints", "config"
+SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG, POOL = (
+    "scrape",
+    "post",
+    "mentions",
+    "checkpoints",
+    "config",
+    "pool",
+)
 
 _dispatch_lock = threading.Lock()
 _dispatcher: Callable[[str], None] | None = None
@@ -59,6 +67,10 @@ class BotJobs:
 
     def __post_init__(self) -> None:
         self._me_id: str | None = None
+        self.pool = TweetPool(self.state)
+
+    def _recent(self) -> list[str]:
+        return self.state.recent_texts(self.config.filters.recent_posts_checked)
 
     def scrape(self) -> None:
         for target in self.config.targets:
@@ -68,12 +80,25 @@ class BotJobs:
                 log.error("scrape.failed", handle=target.handle, error=str(exc))
 
     def post(self) -> None:
-        post_scheduled(self.platform, self.state, self.service)
+        post_scheduled(self.platform, self.state, self.service, self.pool, recent=self._recent())
+
+    def pool_refill(self) -> None:
+        generation = self.config.generation
+        refill_pool(
+            self.state,
+            self.service,
+            self.pool,
+            target=generation.pool_size,
+            batch_size=generation.pool_batch_size,
+            recent=self._recent(),
+        )
 
     def mentions(self) -> None:
         if self._me_id is None:
             self._me_id = self.platform.me().id
-        poll_mentions(self.platform, self.state, self.service, me_id=self._me_id)
+        poll_mentions(
+            self.platform, self.state, self.service, me_id=self._me_id, recent=self._recent()
+        )
 
     def checkpoints(self) -> None:
         self.watcher.check()

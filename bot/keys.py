@@ -74,6 +74,16 @@ class Keys:
     def new_tweets_since_training(self) -> str:
         return self._key("training", "new_tweets")
 
+    # List of ready posts, JSON {"version", "text"}; emptied when the serving version changes.
+    @property
+    def pool(self) -> str:
+        return self._key("pool")
+
+    # Hash: filter reason -> candidates rejected for it, plus "checked" and "accepted".
+    @property
+    def filter_counts(self) -> str:
+        return self._key("filters", "counts")
+
     # Hash: handle -> user id, resolved once.
     @property
     def user_ids(self) -> str:

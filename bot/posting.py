@@ -1,18 +1,29 @@
-"""Scheduled posts: generate, post, record."""
+"""Scheduled posts: take a ready text from the pool (or generate one), post, record."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import structlog
 
-from bot.generation import GenerationService
+from bot.generation import Batch, GenerationService
 from bot.platform.base import Platform, Tweet
+from bot.pool import TweetPool
 from bot.state import BotState, PostedTweet
 
 log = structlog.get_logger(__name__)
 
 
-def post_scheduled(platform: Platform, state: BotState, service: GenerationService) -> Tweet | None:
-    if service.current is None:
+def post_scheduled(
+    platform: Platform,
+    state: BotState,
+    service: GenerationService,
+    pool: TweetPool,
+    *,
+    recent: Sequence[str] = (),
+) -> Tweet | None:
+    loaded = service.current
+    if loaded is None:
         log.info("post.skipped", reason="no_model_yet")
         return None
     # Never post what could not be recorded: without Redis the bot would lose track of
@@ -20,23 +31,55 @@ def post_scheduled(platform: Platform, state: BotState, service: GenerationServi
     if not state.ping():
         log.warning("post.skipped", reason="redis_unavailable")
         return None
-    generated = service.generate_post()
-    if generated is None:
-        log.warning("post.skipped", reason="no_acceptable_text")
-        return None
-    tweet = platform.post(generated.text)
+    text, source = pool.take(loaded.version), "pool"
+    if text is None:
+        generated, batch = service.generate_post(recent=recent)
+        record_batch(state, batch)
+        if generated is None:
+            log.warning("post.skipped", reason="no_acceptable_text")
+            return None
+        text, source = generated.text, "direct"
+    tweet = platform.post(text)
     state.record_posted(
-        PostedTweet(
-            tweet_id=tweet.id,
-            text=tweet.text,
-            kind="post",
-            model_version=generated.model_version,
-        )
+        PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version)
     )
     log.info(
         "post.published",
         tweet_id=tweet.id,
         text=tweet.text,
-        model_version=generated.model_version,
+        model_version=loaded.version,
+        source=source,
     )
     return tweet
+
+
+def refill_pool(
+    state: BotState,
+    service: GenerationService,
+    pool: TweetPool,
+    *,
+    target: int,
+    batch_size: int,
+    recent: Sequence[str] = (),
+) -> int:
+    """Top the pool up towards `target` with one batch; returns how many texts were added."""
+    if target == 0 or pool.size() >= target:
+        return 0
+    batch = service.sample(batch_size, recent=[*recent, *pool.texts()])
+    if batch is None:
+        return 0
+    record_batch(state, batch)
+    pool.add(batch.version, batch.accepted)
+    log.info(
+        "pool.refilled",
+        version=batch.version,
+        added=len(batch.accepted),
+        rejected=dict(batch.rejected),
+        size=pool.size(),
+    )
+    return len(batch.accepted)
+
+
+def record_batch(state: BotState, batch: Batch | None) -> None:
+    if batch is not None and batch.checked:
+        state.count_filtered(batch.checked, len(batch.accepted), batch.rejected)

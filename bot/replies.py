@@ -9,12 +9,14 @@ sent again. The mentions cursor only moves past a mention once its outcome is re
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 
 import structlog
 
 from bot.generation import GenerationService
 from bot.platform.base import Platform, Tweet
+from bot.posting import record_batch
 from bot.state import BotState, PostedTweet
 
 log = structlog.get_logger(__name__)
@@ -31,7 +33,12 @@ class ReplyOutcome(StrEnum):
 
 
 def poll_mentions(
-    platform: Platform, state: BotState, service: GenerationService, *, me_id: str
+    platform: Platform,
+    state: BotState,
+    service: GenerationService,
+    *,
+    me_id: str,
+    recent: Sequence[str] = (),
 ) -> list[ReplyOutcome]:
     if service.current is None:
         log.info("mentions.skipped", reason="no_model_yet")
@@ -39,7 +46,7 @@ def poll_mentions(
     mentions = platform.mentions(since_id=state.cursor(MENTIONS_CURSOR))
     outcomes = []
     for mention in mentions:
-        outcome = answer_mention(platform, state, service, mention, me_id=me_id)
+        outcome = answer_mention(platform, state, service, mention, me_id=me_id, recent=recent)
         outcomes.append(outcome)
         if outcome is ReplyOutcome.NOT_READY:
             break  # keep the cursor here so this mention is answered on the next poll
@@ -57,6 +64,7 @@ def answer_mention(
     mention: Tweet,
     *,
     me_id: str,
+    recent: Sequence[str] = (),
 ) -> ReplyOutcome:
     key = state.keys.reply(mention.id)
     record = state.redis.hgetall(key)
@@ -77,7 +85,8 @@ def answer_mention(
             )
             log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
             return ReplyOutcome.RECONCILED
-    generated = service.generate_reply(mention)
+    generated, batch = service.generate_reply(mention, recent=recent)
+    record_batch(state, batch)
     if generated is None:
         return ReplyOutcome.NOT_READY
     state.redis.hset(

@@ -55,6 +55,7 @@ def schedule_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> None:
         jobs.CHECKPOINTS: (IntervalTrigger(seconds=schedule.checkpoint_poll_seconds), soon),
         jobs.MENTIONS: (IntervalTrigger(seconds=schedule.mentions_every_seconds), soon),
         jobs.CONFIG: (IntervalTrigger(seconds=schedule.config_poll_seconds), None),
+        jobs.POOL: (IntervalTrigger(seconds=schedule.pool_refill_seconds), soon),
         jobs.POST: (_post_trigger(config), None),
     }
     for name, (trigger, first_run) in triggers.items():

@@ -124,6 +124,24 @@ class BotState:
     def recent_posted(self, count: int = 20) -> list[dict[str, str]]:
         return [fields for _id, fields in self.redis.xrevrange(self.keys.posted, count=count)]
 
+    def recent_texts(self, count: int) -> list[str]:
+        """The texts of the bot's last `count` posts and replies (the repeat filter's memory)."""
+        return [fields["text"] for fields in self.recent_posted(count)] if count else []
+
+    # --- filter statistics ---------------------------------------------------------
+    def count_filtered(self, checked: int, accepted: int, rejected: Mapping[str, int]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(self.keys.filter_counts, "checked", checked)
+        pipe.hincrby(self.keys.filter_counts, "accepted", accepted)
+        for reason, count in rejected.items():
+            pipe.hincrby(self.keys.filter_counts, f"rejected:{reason}", count)
+        pipe.execute()
+
+    def filter_counts(self) -> dict[str, int]:
+        return {
+            name: int(value) for name, value in self.redis.hgetall(self.keys.filter_counts).items()
+        }
+
     # --- the model serving now -----------------------------------------------------
     def set_current_model(self, version: str, manifest: Mapping[str, Any]) -> None:
         self.redis.hset(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.config import GenerationConfig
+from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
@@ -25,7 +25,7 @@ def model_dir(tmp_path: Path, trained_checkpoints: Path) -> Path:
 
 @pytest.fixture
 def watcher(model_dir: Path, redis_client: redis.Redis, account: str) -> CheckpointWatcher:
-    service = GenerationService(GenerationConfig(max_length=40))
+    service = GenerationService(GenerationConfig(max_length=40), FilterConfig())
     return CheckpointWatcher(model_dir, "char_rnn", service, BotState(redis_client, account))
 
 
@@ -48,7 +48,8 @@ def test_the_published_version_is_loaded_and_recorded(watcher: CheckpointWatcher
     current = watcher.service.current
     assert current is not None and current.version == read_latest(watcher.model_dir)
     assert watcher.state.current_model_version() == current.version
-    assert watcher.service.generate_post() is not None
+    generated, _batch = watcher.service.generate_post()
+    assert generated is not None and generated.model_version == current.version
     assert not watcher.check()  # nothing new: no reload
 
 

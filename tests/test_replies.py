@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.config import GenerationConfig
+from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.platform.local import LocalPlatform
@@ -20,7 +20,7 @@ from bot.state import BotState
 def setup(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, account: str):
     shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
     state = BotState(redis_client, account)
-    service = GenerationService(GenerationConfig(max_length=60))
+    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
     assert CheckpointWatcher(
         tmp_path / "checkpoints" / "char_rnn", "char_rnn", service, state
     ).check()
@@ -84,6 +84,6 @@ def test_an_intent_whose_reply_never_went_out_is_retried(setup) -> None:
 def test_no_model_means_no_reply_and_the_cursor_stays(setup, account: str) -> None:
     platform, state, _service = setup
     mention(platform, "400")
-    idle = GenerationService(GenerationConfig())
+    idle = GenerationService(GenerationConfig(), FilterConfig())
     assert poll_mentions(platform, state, idle, me_id=platform.me().id) == []
     assert state.cursor("mentions") is None

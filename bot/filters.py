@@ -1,0 +1,162 @@
+"""The checks every generated text passes before it may be posted.
+
+A language model trained on someone's tweets will sometimes hand their tweets back
+verbatim, invent @handles, or run past X's length rules. Each candidate is checked here,
+and the first failing check is its rejection reason; the reasons are counted in Redis so an
+operator can see what the filters are eating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+from bot.config import FilterConfig
+
+MAX_WEIGHTED_LENGTH = 280
+# Placeholders the cleaning step puts where URLs and @mentions were; never posted as such.
+PLACEHOLDER = re.compile(r"<(?:url|user|mention|handle)>", re.IGNORECASE)
+MENTION = re.compile(r"(?<![\w@])[@＠][A-Za-z0-9_]{1,15}\b")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class RejectReason(StrEnum):
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    PLACEHOLDER = "placeholder"
+    MENTION = "mention"
+    URL = "url"
+    BLOCKLIST = "blocklist"
+    NOT_NOVEL = "not_novel"
+    REPEAT = "repeat"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: RejectReason | None = None
+    detail: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
+
+
+ACCEPTED = Verdict()
+
+
+@cache
+def _twitter_text() -> tuple[Callable[..., Any], Callable[[str], list[str]]]:
+    # twitter-text-parser imports pkg_resources, which warns on import; the warning is about
+    # that package's packaging, not something an operator can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from twitter_text import parse_tweet
+        from twitter_text.extract_urls import extract_urls
+    return parse_tweet, extract_urls
+
+
+def weighted_length(text: str) -> int:
+    """X's weighted length (twitter-text v3: CJK and emoji weigh 2, any URL 23)."""
+    parse_tweet, _ = _twitter_text()
+    return parse_tweet(text).weightedLength
+
+
+def find_urls(text: str) -> list[str]:
+    """URLs as X recognises them, with or without a scheme (its TLD list decides)."""
+    _, extract_urls = _twitter_text()
+    return extract_urls(text)
+
+
+def words(text: str) -> list[str]:
+    """Case- and accent-folded words: what "the same text" means for novelty."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return _WORD.findall(folded)
+
+
+def _digest(tokens: Sequence[str]) -> bytes:
+    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).digest()
+
+
+class NoveltyIndex:
+    """Word n-grams of the training tweets, hashed: built once per model version.
+
+    A candidate is a copy when it shares any `n`-word run with a training tweet, or contains
+    a whole training tweet shorter than `n` words. Checking a candidate costs a few set
+    lookups per word, whatever the size of the corpus.
+    """
+
+    def __init__(self, texts: Iterable[str], ngram: int) -> None:
+        self.ngram = ngram
+        self._grams: set[bytes] = set()
+        self._short: dict[int, set[bytes]] = {}
+        for text in texts:
+            tokens = words(text)
+            if not tokens:
+                continue
+            if len(tokens) < ngram:
+                self._short.setdefault(len(tokens), set()).add(_digest(tokens))
+            else:
+                self._grams.update(_digest(g) for g in _ngrams(tokens, ngram))
+
+    def __len__(self) -> int:
+        return len(self._grams) + sum(len(group) for group in self._short.values())
+
+    def copies(self, text: str) -> bool:
+        tokens = words(text)
+        if any(_digest(g) in self._grams for g in _ngrams(tokens, self.ngram)):
+            return True
+        return any(
+            _digest(g) in group
+            for length, group in self._short.items()
+            if length <= len(tokens)
+            for g in _ngrams(tokens, length)
+        )
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Iterable[Sequence[str]]:
+    return (tokens[i : i + n] for i in range(len(tokens) - n + 1))
+
+
+class CandidateFilter:
+    def __init__(self, settings: FilterConfig, novelty: NoveltyIndex | None = None) -> None:
+        self.settings = settings
+        self.novelty = novelty
+        self._blocked_words = {word.casefold() for word in settings.blocklist_words}
+        self._blocked_patterns = [re.compile(p, re.IGNORECASE) for p in settings.blocklist_patterns]
+
+    def check(self, text: str, *, recent: Iterable[str] = ()) -> Verdict:
+        """The first check `text` fails, or ACCEPTED; `recent` are the bot's own last posts."""
+        if not text.strip():
+            return Verdict(RejectReason.EMPTY)
+        if PLACEHOLDER.search(text):
+            return Verdict(RejectReason.PLACEHOLDER, "cleaning placeholders are never posted")
+        length = weighted_length(text)
+        if length > MAX_WEIGHTED_LENGTH:
+            return Verdict(RejectReason.TOO_LONG, f"weighted length {length}")
+        if not self.settings.allow_mentions and (match := MENTION.search(text)):
+            return Verdict(RejectReason.MENTION, match.group(0))
+        if not self.settings.allow_urls and (urls := find_urls(text)):
+            return Verdict(RejectReason.URL, urls[0])
+        if blocked := self._blocked(text):
+            return Verdict(RejectReason.BLOCKLIST, blocked)
+        if self.novelty is not None and self.novelty.copies(text):
+            return Verdict(RejectReason.NOT_NOVEL)
+        if any(words(text) == words(previous) for previous in recent):
+            return Verdict(RejectReason.REPEAT)
+        return ACCEPTED
+
+    def _blocked(self, text: str) -> str | None:
+        for word in words(text):
+            if word in self._blocked_words:
+                return word
+        for pattern in self._blocked_patterns:
+            if pattern.search(text):
+                return pattern.pattern
+        return None
