@@ -130,5 +130,22 @@ def generate(
         typer.echo(text)
 
 
+@app.command()
+def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Point LATEST at the previous good model version; the running daemon swaps to it."""
+    from bot.hotload import RollbackError
+    from bot.hotload import rollback as roll_back
+    from bot.state import BotState, connect
+
+    settings = _load_or_exit(config)
+    state = BotState(connect(settings), settings.account)
+    try:
+        old, new = roll_back(settings.model_dir, state)
+    except RollbackError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"LATEST now names {new} (was {old}, recorded as bad)")
+
+
 if __name__ == "__main__":
     app()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -71,9 +72,7 @@ class CheckpointWatcher:
         try:
             manifest = verify_version(folder, expected_kind=self.model_kind)
             model = load_model(self.model_kind, folder)
-            (sample,) = model.generate([""], max_length=40, temperature=1.0)
-            if not isinstance(sample, str):
-                raise TypeError(f"smoke generation returned {type(sample).__name__}, not text")
+            sample = _smoke_test(model)
             novelty = NoveltyIndex(self.corpus(), self.service.filters.novelty_ngram_words)
         except Exception as exc:  # any failure must leave the old model serving
             reason = f"{type(exc).__name__}: {exc}"
@@ -94,3 +93,50 @@ class CheckpointWatcher:
             novelty_ngrams=len(novelty),
         )
         return True
+
+
+SMOKE_SAMPLES = 4
+
+
+def _smoke_test(model: Any) -> str:
+    """A short batch from the new model: it must generate, and not only empty texts.
+
+    Weights full of NaN (what an fp16 overflow leaves behind) load fine and then sample
+    nothing but end-of-tweet tokens; this is where such a version is caught.
+    """
+    samples = model.generate([""] * SMOKE_SAMPLES, max_length=40, temperature=1.0)
+    if len(samples) != SMOKE_SAMPLES or not all(isinstance(s, str) for s in samples):
+        raise TypeError(f"smoke generation returned {samples!r:.80}, not {SMOKE_SAMPLES} texts")
+    if not any(sample.strip() for sample in samples):
+        raise ValueError("smoke generation produced only empty texts")
+    return max(samples, key=len)
+
+
+class RollbackError(Exception):
+    """No version to roll back to; the message says why."""
+
+
+def rollback(model_dir: Path, state: BotState) -> tuple[str, str]:
+    """Point `LATEST` at the newest good version older than the one it names now.
+
+    The version rolled away from is recorded as bad, so neither this daemon nor a restarted
+    one falls back to it; the watcher then loads the older version like any new one.
+    Returns (from_version, to_version).
+    """
+    from training.publish import CheckpointError, list_versions, read_latest, set_latest
+
+    current = read_latest(model_dir)
+    if current is None:
+        raise RollbackError(f"nothing to roll back: no LATEST in {model_dir}")
+    bad = state.bad_versions()
+    older = [v for v in list_versions(model_dir, verified=True) if v < current and v not in bad]
+    if not older:
+        raise RollbackError(f"no good version older than {current} in {model_dir}")
+    target = older[0]
+    try:
+        set_latest(model_dir, target)
+    except CheckpointError as exc:
+        raise RollbackError(str(exc)) from None
+    state.mark_bad_version(current, "rolled back by the operator")
+    log.warning("hotload.rolled_back", from_version=current, to_version=target)
+    return current, target

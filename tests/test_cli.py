@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_help_lists_every_command() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "check-config", "mention", "generate"):
+    for command in ("run", "check-config", "mention", "generate", "rollback"):
         assert command in result.output
 
 
@@ -48,3 +48,10 @@ def test_generate_prints_samples_from_the_latest_checkpoint(
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("A ") for line in lines)
+
+
+def test_rollback_without_a_previous_version_exits_1(write_config) -> None:
+    config = write_config()
+    result = runner.invoke(app, ["rollback", "-c", str(config)])
+    assert result.exit_code == 1
+    assert "nothing to roll back" in result.stderr

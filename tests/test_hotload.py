@@ -88,3 +88,64 @@ def test_a_truncated_manifest_or_weight_file_keeps_the_old_model_serving(
     assert set(watcher.state.bad_versions()) == {half_manifest.name, bad_weights.name}
     assert not watcher.check()  # refused versions are not retried
     assert len(list_versions(model_dir)) == 3
+
+
+def test_a_manifest_of_the_wrong_model_kind_is_refused(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    good = read_latest(model_dir)
+    assert watcher.check()
+    other = copy_version(model_dir, good, "29990101T000000000000Z-eeeeee")
+    manifest = json.loads((other / MANIFEST_NAME).read_text())
+    manifest["model_kind"] = "gpt2"
+    (other / MANIFEST_NAME).write_text(json.dumps(manifest))
+    point_latest(model_dir, other.name)
+    assert not watcher.check()
+    assert watcher.service.current.version == good
+    assert "kind" in watcher.state.bad_versions()[other.name]
+
+
+def test_a_model_with_nan_weights_is_refused_at_the_smoke_generation(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    """Weights that load but cannot write (all NaN, as an fp16 overflow leaves them)."""
+    import h5py
+    import numpy as np
+
+    from training.publish import publish
+
+    good = read_latest(model_dir)
+    assert watcher.check()
+    staging = model_dir / ".staging-nan"
+    shutil.copytree(model_dir / good, staging)
+    (staging / MANIFEST_NAME).unlink()
+    with h5py.File(staging / "model.weights.h5", "r+") as weights:
+        arrays = []
+        weights.visititems(lambda _name, item: arrays.append(item))
+        for item in arrays:
+            if isinstance(item, h5py.Dataset) and item.dtype.kind == "f" and item.shape:
+                item[...] = np.nan
+    manifest = json.loads((model_dir / good / MANIFEST_NAME).read_text())
+    fields = ("step", "train_loss", "val_loss", "dataset_hash", "config")
+    broken = publish(staging, model_kind="char_rnn", **{k: manifest[k] for k in fields})
+    assert not watcher.check()
+    assert watcher.service.current.version == good
+    assert "empty texts" in watcher.state.bad_versions()[broken.version]
+
+
+def test_rollback_points_latest_at_the_previous_good_version(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    from bot.hotload import RollbackError, rollback
+
+    first = read_latest(model_dir)
+    second = copy_version(model_dir, first, "29990101T000000000000Z-ffffff").name
+    point_latest(model_dir, second)
+    assert watcher.check() and watcher.service.current.version == second
+
+    assert rollback(model_dir, watcher.state) == (second, first)
+    assert read_latest(model_dir) == first
+    assert watcher.check() and watcher.service.current.version == first
+    assert "rolled back" in watcher.state.bad_versions()[second]
+    with pytest.raises(RollbackError, match="no good version older"):
+        rollback(model_dir, watcher.state)
