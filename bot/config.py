@@ -217,6 +217,30 @@ class TrainingConfig(_Strict):
         return value
 
 
+class HealthConfig(_Strict):
+    enabled: bool = True
+    host: str = Field(
+        default="127.0.0.1", description="Loopback only: /metrics is not for the world."
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9464, description="/healthz and /metrics; 0 picks a free port (logged)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        import ipaddress
+
+        if value == "localhost":
+            return value
+        try:
+            if ipaddress.ip_address(value).is_loopback:
+                return value
+        except ValueError:
+            pass
+        raise ValueError("must be a loopback address (127.0.0.1, ::1 or localhost)")
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -237,6 +261,7 @@ class BotConfig(_Strict):
     filters: FilterConfig = FilterConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
+    health: HealthConfig = HealthConfig()
 
     @field_validator("targets", mode="before")
     @classmethod

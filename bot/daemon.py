@@ -20,9 +20,10 @@ from typing import Any
 import redis
 import structlog
 
-from bot import jobs
+from bot import jobs, metrics
 from bot.config import BotConfig, ConfigError, load_config
 from bot.generation import GenerationService
+from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
 from bot.platform.local import LocalPlatform
@@ -53,6 +54,7 @@ class Daemon:
         self._in_flight_changed = threading.Condition()
         self._config_stamp = _file_stamp(config_path)
         self.abandoned_jobs = False
+        self.health: HealthServer | None = None
 
     # --- lifecycle -----------------------------------------------------------------
     def run(self) -> int:
@@ -73,6 +75,7 @@ class Daemon:
         self.retrain = RetrainController(
             self.state, LocalBackend(self.config.data_dir / "logs" / "training")
         )
+        self.health = self._start_health_server()
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
         try:
@@ -122,16 +125,20 @@ class Daemon:
         schedule_jobs(scheduler, self.config)
         scheduler.start()
         self._scheduler = scheduler
+        metrics.LEADER.set(1)
 
     def _step_down(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
+        metrics.LEADER.set(0)
         jobs.set_dispatcher(None)
 
     def _shutdown(self) -> None:
         log.info("daemon.stopping", instance=self.instance_id)
         self._step_down()
+        if self.health is not None:
+            self.health.stop()
         with self._in_flight_changed:
             drained = self._in_flight_changed.wait_for(
                 lambda: self._in_flight == 0, timeout=JOB_DRAIN_SECONDS
@@ -170,6 +177,7 @@ class Daemon:
         except redis.RedisError as exc:
             log.warning("redis.unavailable", error=str(exc), during=name)
         except Exception:
+            metrics.JOB_FAILURES.labels(job=name).inc()
             log.exception("job.failed", job=name)
         finally:
             with self._in_flight_changed:
@@ -201,6 +209,28 @@ class Daemon:
         if new.schedule != old.schedule:
             schedule_jobs(self._scheduler, new)
         log.info("config.applied", retrain_request=new.training.retrain_request)
+
+    def _start_health_server(self) -> HealthServer | None:
+        settings = self.config.health
+        if not settings.enabled:
+            return None
+        server = HealthServer(settings.host, settings.port, self._health)
+        try:
+            server.start()
+        except OSError as exc:
+            # A clash on the port must not keep the bot from posting; say so loudly instead.
+            log.error("health.unavailable", port=settings.port, error=str(exc))
+            return None
+        return server
+
+    def _health(self) -> Health:
+        current = self.service.current
+        scheduler = self._scheduler
+        return Health(
+            redis=self.state.ping(),
+            model_version=current.version if current else None,
+            scheduler_running=bool(scheduler is not None and scheduler.running),
+        )
 
     def _training_texts(self) -> list[str]:
         """What the targets' datasets hold now: the texts a post must not copy."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from bot import metrics
 from bot.config import FilterConfig, GenerationConfig
 from bot.filters import CandidateFilter, NoveltyIndex
 from bot.platform.base import Tweet
@@ -75,7 +76,7 @@ class GenerationService:
         loaded = self._current
         if loaded is None:
             return None
-        with self._lock:
+        with self._lock, metrics.GENERATION_SECONDS.time():
             raw = loaded.model.generate(
                 [seed] * count,
                 max_length=self.settings.max_length,

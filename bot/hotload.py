@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from bot import metrics
 from bot.filters import NoveltyIndex
 from bot.generation import GenerationService, LoadedModel
 from bot.pool import TweetPool
@@ -77,6 +78,7 @@ class CheckpointWatcher:
         except Exception as exc:  # any failure must leave the old model serving
             reason = f"{type(exc).__name__}: {exc}"
             self.state.mark_bad_version(version, reason)
+            metrics.MODEL_REFUSED.inc()
             log.error("hotload.refused", version=version, reason=reason)
             return False
         self.service.swap(
@@ -84,6 +86,8 @@ class CheckpointWatcher:
         )
         self.pool.discard()  # texts of the previous version must never be posted now
         self.state.set_current_model(version, asdict(manifest))
+        metrics.MODEL_SWAPS.inc()
+        metrics.set_model(version)
         log.info(
             "hotload.swapped",
             version=version,

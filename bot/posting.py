@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from bot import metrics
 from bot.generation import Batch, GenerationService
 from bot.platform.base import Platform, Tweet
 from bot.pool import TweetPool
@@ -43,6 +44,8 @@ def post_scheduled(
     state.record_posted(
         PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version)
     )
+    metrics.POSTS.labels(source=source).inc()
+    metrics.POOL_SIZE.set(pool.size())
     log.info(
         "post.published",
         tweet_id=tweet.id,
@@ -70,6 +73,7 @@ def refill_pool(
         return 0
     record_batch(state, batch)
     pool.add(batch.version, batch.accepted)
+    metrics.POOL_SIZE.set(pool.size())
     log.info(
         "pool.refilled",
         version=batch.version,
@@ -83,3 +87,6 @@ def refill_pool(
 def record_batch(state: BotState, batch: Batch | None) -> None:
     if batch is not None and batch.checked:
         state.count_filtered(batch.checked, len(batch.accepted), batch.rejected)
+        metrics.CANDIDATES_ACCEPTED.inc(len(batch.accepted))
+        for reason, count in batch.rejected.items():
+            metrics.CANDIDATES_REJECTED.labels(reason=reason).inc(count)

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import structlog
 
+from bot import metrics
 from bot.generation import GenerationService
 from bot.platform.base import Platform, Tweet
 from bot.posting import record_batch
@@ -48,6 +49,7 @@ def poll_mentions(
     for mention in mentions:
         outcome = answer_mention(platform, state, service, mention, me_id=me_id, recent=recent)
         outcomes.append(outcome)
+        metrics.REPLIES.labels(outcome=outcome).inc()
         if outcome is ReplyOutcome.NOT_READY:
             break  # keep the cursor here so this mention is answered on the next poll
         state.set_cursor(MENTIONS_CURSOR, mention.id)

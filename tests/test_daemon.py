@@ -15,6 +15,18 @@ import yaml
 from tests.daemon_process import DaemonProcess, read_jsonl, wait_until
 
 
+def http_get(url: str) -> tuple[int, dict | str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            status, body = response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read().decode()
+    return status, json.loads(body) if body.startswith("{") else body
+
+
 def volume_of(config_path: Path) -> Path:
     return Path(yaml.safe_load(config_path.read_text())["data_dir"])
 
@@ -90,6 +102,8 @@ def test_a_second_daemon_for_the_account_waits_and_takes_over(
     active.wait_for("post.published", timeout=120)
     standby = daemons(config, "standby")
     standby.wait_for("lease.waiting", timeout=60)
+    status, health = http_get(standby.wait_for("health.listening")["url"])
+    assert status == 503 and any("standby" in problem for problem in health["problems"])
     posts_before = len(active.named("post.published"))
     wait_until(
         lambda: len(active.named("post.published")) >= posts_before + 2,
@@ -111,7 +125,12 @@ def test_config_edits_apply_live_and_a_bad_edit_keeps_the_old_config(
 ) -> None:
     config = with_model(write_config(), trained_checkpoints)
     daemon = daemons(config)
-    daemon.wait_for("hotload.swapped", timeout=120)
+    swapped = daemon.wait_for("hotload.swapped", timeout=120)
+    url = daemon.wait_for("health.listening")["url"]
+    status, health = http_get(url)
+    assert status == 200 and health["model_version"] == swapped["version"]
+    status, metrics = http_get(url.replace("/healthz", "/metrics"))
+    assert f'parrotbot_model_info{{version="{swapped["version"]}"}} 1.0' in metrics
 
     good = config.read_text()
     config.write_text(good.replace("post_every_seconds: 2", "post_every_seconds: -1"))
