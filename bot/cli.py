@@ -131,6 +131,25 @@ def generate(
 
 
 @app.command()
+def status(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One screen about the account: daemon, model, pool, activity, targets."""
+    from bot.state import BotState, connect
+    from bot.status import collect, render
+
+    settings = _load_or_exit(config)
+    report = collect(settings, BotState(connect(settings), settings.account))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+
+    Console().print(render(report))
+
+
+@app.command()
 def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Point LATEST at the previous good model version; the running daemon swaps to it."""
     from bot.hotload import RollbackError

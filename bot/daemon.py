@@ -99,6 +99,7 @@ class Daemon:
                         waiting_logged = True
                 elif self.lease.renew():
                     last_renewed = time.monotonic()
+                    self.state.redis.hset(self.state.keys.daemon, "heartbeat_at", time.time())
                 else:
                     log.warning("lease.lost", holder=self.lease.holder())
                     self._step_down()
@@ -111,6 +112,11 @@ class Daemon:
 
     def _become_leader(self) -> None:
         log.info("lease.acquired", instance=self.instance_id)
+        now = time.time()
+        self.state.redis.hset(
+            self.state.keys.daemon,
+            mapping={"instance": self.instance_id, "started_at": now, "heartbeat_at": now},
+        )
         self.platform.prepare()
         self.jobs = jobs.BotJobs(
             config=self.config,

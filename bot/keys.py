@@ -84,6 +84,16 @@ class Keys:
     def filter_counts(self) -> str:
         return self._key("filters", "counts")
 
+    # Hash: the lease holder's instance id, started_at and heartbeat_at (status screen).
+    @property
+    def daemon(self) -> str:
+        return self._key("daemon")
+
+    # Hash: handle -> JSON {"at", "new_tweets"} of that target's last scrape.
+    @property
+    def last_scrape(self) -> str:
+        return self._key("scrape", "last")
+
     # Hash: handle -> user id, resolved once.
     @property
     def user_ids(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def scrape_target(platform: Platform, state: BotState, data_dir: Path, handle: s
         state.redis.incrby(state.keys.new_tweets_since_training, len(fresh))
     if tweets:
         state.set_cursor(cursor_name, tweets[-1].id)
+    state.redis.hset(
+        state.keys.last_scrape, handle, json.dumps({"at": time.time(), "new_tweets": len(fresh)})
+    )
     log.info("scrape.done", handle=handle, new_tweets=len(fresh), dataset=str(path))
     return ScrapeResult(handle=handle, new_tweets=len(fresh))
 

@@ -100,6 +100,9 @@ class BotState:
         except redis.RedisError:
             return False
 
+    def lease_holder(self) -> str | None:
+        return self.redis.get(self.keys.lease)
+
     # --- since_id cursors -----------------------------------------------------------
     def cursor(self, name: str) -> str | None:
         return self.redis.get(self.keys.cursor(name))

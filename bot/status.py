@@ -1,0 +1,172 @@
+"""`parrotbot status`: one screen about an account, read from Redis and the volume.
+
+Everything is read from where the daemon keeps it (Redis, the checkpoint folder), so the
+command works the same while the daemon runs, after it stopped, or from another host.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.config import BotConfig
+from bot.replies import MENTIONS_CURSOR
+from bot.state import BotState
+
+
+def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
+    """The status as plain data (what `--json` prints and the screen renders)."""
+    redis = state.redis
+    now = time.time()
+    daemon = redis.hgetall(state.keys.daemon)
+    holder = state.lease_holder()
+    current = redis.hgetall(state.keys.model_current)
+    manifest = json.loads(current.get("manifest", "{}") or "{}")
+    scrapes = {
+        handle: json.loads(raw) for handle, raw in redis.hgetall(state.keys.last_scrape).items()
+    }
+    training = redis.hgetall(state.keys.training)
+    return {
+        "account": config.account,
+        "at": now,
+        "daemon": {
+            "lease_holder": holder,
+            "instance": daemon.get("instance"),
+            "uptime_s": _age(daemon.get("started_at"), now) if holder else None,
+            "heartbeat_age_s": _age(daemon.get("heartbeat_at"), now),
+        },
+        "model": {
+            "version": current.get("version"),
+            "loaded_age_s": _age(current.get("loaded_at"), now),
+            "step": manifest.get("step"),
+            "val_loss": manifest.get("val_loss"),
+            "created_at": manifest.get("created_at"),
+            "bad_versions": state.bad_versions(),
+        },
+        "pool_size": int(redis.llen(state.keys.pool)),
+        "filters": state.filter_counts(),
+        "targets": {
+            target.handle: {
+                "last_scrape_age_s": _age(scrapes.get(target.handle, {}).get("at"), now),
+                "new_tweets_last_scrape": scrapes.get(target.handle, {}).get("new_tweets"),
+                "cursor": state.cursor(f"timeline:{target.handle}"),
+            }
+            for target in config.targets
+        },
+        "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
+        "mentions_cursor": state.cursor(MENTIONS_CURSOR),
+        "today": _posted_today(state),
+        "training": training or None,
+    }
+
+
+def _age(stamp: str | float | None, now: float) -> float | None:
+    return round(now - float(stamp), 1) if stamp not in (None, "") else None
+
+
+def _posted_today(state: BotState) -> dict[str, int]:
+    """Posts and replies since midnight UTC; stream ids start with their epoch millis."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = f"{int(midnight.timestamp() * 1000)}-0"
+    counts = {"posts": 0, "replies": 0}
+    for _id, fields in state.redis.xrange(state.keys.posted, min=since):
+        counts["replies" if fields.get("kind") == "reply" else "posts"] += 1
+    return counts
+
+
+def render(status: dict[str, Any]) -> Any:
+    """A rich renderable of `collect`'s data."""
+    from rich.console import Group
+    from rich.table import Table
+
+    def table(title: str, rows: list[tuple[str, Any]]) -> Table:
+        grid = Table(title=title, title_justify="left", show_header=False, box=None)
+        grid.add_column(style="bold")
+        grid.add_column()
+        for name, value in rows:
+            grid.add_row(name, "—" if value is None else str(value))
+        return grid
+
+    daemon, model = status["daemon"], status["model"]
+    parts = [
+        table(
+            f"parrotbot · {status['account']}",
+            [
+                ("lease holder", daemon["lease_holder"] or "none (no daemon running)"),
+                ("uptime", _duration(daemon["uptime_s"])),
+                ("last heartbeat", _ago(daemon["heartbeat_age_s"])),
+            ],
+        ),
+        table(
+            "model",
+            [
+                ("serving", model["version"]),
+                ("step / val loss", f"{model['step']} / {_number(model['val_loss'])}"),
+                ("created", model["created_at"]),
+                ("loaded", _ago(model["loaded_age_s"])),
+                ("bad versions", ", ".join(model["bad_versions"]) or "none"),
+                ("ready posts in pool", status["pool_size"]),
+            ],
+        ),
+        table(
+            "activity",
+            [
+                (
+                    "today",
+                    f"{status['today']['posts']} posts, {status['today']['replies']} replies",
+                ),
+                ("mentions cursor", status["mentions_cursor"]),
+                ("new tweets since training", status["new_tweets_since_training"]),
+                ("filtered", _filters(status["filters"])),
+                ("training", _training(status["training"])),
+            ],
+        ),
+        table(
+            "targets",
+            [
+                (f"@{handle}", f"scraped {_ago(t['last_scrape_age_s'])}, cursor {t['cursor']}")
+                for handle, t in status["targets"].items()
+            ],
+        ),
+    ]
+    return Group(*parts)
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s"
+
+
+def _ago(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{_duration(seconds)} ago"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _filters(counts: dict[str, int]) -> str:
+    checked = counts.get("checked", 0)
+    if not checked:
+        return "nothing generated yet"
+    reasons = {
+        k.removeprefix("rejected:"): v for k, v in counts.items() if k.startswith("rejected:")
+    }
+    detail = ", ".join(
+        f"{reason} {count / checked:.0%}" for reason, count in sorted(reasons.items())
+    )
+    return f"{counts.get('accepted', 0)}/{checked} accepted" + (
+        f" (rejected: {detail})" if detail else ""
+    )
+
+
+def _training(record: dict[str, str] | None) -> str:
+    if not record:
+        return "never trained here"
+    return f"{record.get('state')} ({record.get('trigger')}), log {record.get('log')}"
