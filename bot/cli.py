@@ -149,6 +149,14 @@ def status(
     Console().print(render(report))
 
 
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), generated from the config models."""
+    from bot.config_reference import render
+
+    typer.echo(render(), nl=False)
+
+
 @app.command()
 def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Point LATEST at the previous good model version; the running daemon swaps to it."""
