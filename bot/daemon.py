@@ -173,8 +173,7 @@ class Daemon:
     def run_job(self, name: str) -> None:
         if self.stop_event.is_set():
             return
-        bodies = {jobs.CONFIG: self._check_config, jobs.POOL: self.jobs.pool_refill}
-        body = bodies.get(name) or getattr(self.jobs, name)
+        body = self._check_config if name == jobs.CONFIG else getattr(self.jobs, name)
         with self._in_flight_changed:
             self._in_flight += 1
         try:

@@ -32,7 +32,7 @@ SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG, POOL = (
     "mentions",
     "checkpoints",
     "config",
-    "pool",
+    "pool_refill",
 )
 
 _dispatch_lock = threading.Lock()
