@@ -28,7 +28,7 @@ from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
 from bot.platform.local import LocalPlatform
 from bot.retrain import RetrainController
-from bot.scheduling import build_scheduler, schedule_jobs
+from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
 from bot.scrape import dataset_path
 from bot.state import BotState, connect
 from infra.backends.local import LocalBackend
@@ -130,6 +130,8 @@ class Daemon:
         scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))
         schedule_jobs(scheduler, self.config)
         scheduler.start()
+        if stale := prune_unknown_jobs(scheduler, self.config):
+            log.info("scheduler.pruned_stale_jobs", jobs=stale)
         self._scheduler = scheduler
         metrics.LEADER.set(1)
 
@@ -172,6 +174,9 @@ class Daemon:
     # --- jobs ----------------------------------------------------------------------
     def run_job(self, name: str) -> None:
         if self.stop_event.is_set():
+            return
+        if name not in jobs.JOB_NAMES:
+            log.warning("job.unknown", job=name)
             return
         body = self._check_config if name == jobs.CONFIG else getattr(self.jobs, name)
         with self._in_flight_changed:

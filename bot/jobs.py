@@ -35,6 +35,8 @@ SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG, POOL = (
     "pool_refill",
 )
 
+JOB_NAMES = (SCRAPE, POST, MENTIONS, CHECKPOINTS, CONFIG, POOL)
+
 _dispatch_lock = threading.Lock()
 _dispatcher: Callable[[str], None] | None = None
 

@@ -71,6 +71,15 @@ def schedule_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> None:
         )
 
 
+def prune_unknown_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> list[str]:
+    """Remove jobs a previous version of the bot left in the persistent job store."""
+    wanted = {f"{config.account}:{name}" for name in jobs.JOB_NAMES}
+    stale = [job.id for job in scheduler.get_jobs() if job.id not in wanted]
+    for job_id in stale:
+        scheduler.remove_job(job_id)
+    return stale
+
+
 def _post_trigger(config: BotConfig) -> BaseTrigger:
     schedule = config.schedule
     if schedule.post_cron:
