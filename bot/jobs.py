@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -19,7 +20,7 @@ from bot.hotload import CheckpointWatcher
 from bot.platform.base import Platform, PlatformError
 from bot.posting import post_scheduled
 from bot.replies import poll_mentions
-from bot.retrain import RetrainController
+from bot.retrain import RetrainTriggers
 from bot.scrape import scrape_target
 from bot.state import BotState
 
@@ -55,7 +56,9 @@ class BotJobs:
     platform: Platform
     service: GenerationService
     watcher: CheckpointWatcher
-    retrain: RetrainController
+    triggers: RetrainTriggers
+    # infra.exchange.S3Exchange with the aws backend: pulls finished versions from S3.
+    exchange: Any = None
 
     def __post_init__(self) -> None:
         self._me_id: str | None = None
@@ -76,5 +79,7 @@ class BotJobs:
         poll_mentions(self.platform, self.state, self.service, me_id=self._me_id)
 
     def checkpoints(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pull(self.config.model_dir, skip=self.state.bad_versions())
         self.watcher.check()
-        self.retrain.tick(self.config, have_model=self.service.current is not None)
+        self.triggers.tick(self.config, have_model=self.service.current is not None)
