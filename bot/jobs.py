@@ -80,6 +80,8 @@ class BotJobs:
 
     def checkpoints(self) -> None:
         if self.exchange is not None:
-            self.exchange.pull(self.config.model_dir, skip=self.state.bad_versions())
+            pulled = self.exchange.pull(self.config.model_dir, skip=self.state.bad_versions())
+            for version, reason in pulled.refused.items():
+                self.state.mark_bad_version(version, reason)
         self.watcher.check()
         self.triggers.tick(self.config, have_model=self.service.current is not None)
