@@ -52,28 +52,55 @@ class Fleets:
         order = settings.availability_zones or sorted(zones)
         return {zone: zones[zone] for zone in order if zone in zones}
 
-    def template_version(self, template_id: str, user_data: str, job_id: str) -> str:
-        """A launch template version carrying this job's user-data."""
-        data = launch_template_data(self.cloud)  # in full: moto ignores SourceVersion
+    def job_template(self, base_template_id: str, user_data: str, job_id: str) -> str:
+        """A launch template for one job: the setup template's data plus the job's user-data.
+
+        A template of its own rather than a version of the base one, so that cleanup can delete
+        it whole (and moto, which the tests run against, has no DeleteLaunchTemplateVersions).
+        """
+        base = self.ec2.describe_launch_template_versions(
+            LaunchTemplateId=base_template_id, Versions=["$Default"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        data = dict(base)
+        # Only instance and volume tags belong in template data (moto echoes the template's own).
+        data["TagSpecifications"] = [
+            spec
+            for spec in base.get("TagSpecifications", [])
+            if spec["ResourceType"] in ("instance", "volume")
+        ]
         data["UserData"] = base64.b64encode(user_data.encode()).decode()
-        version = self.ec2.create_launch_template_version(
-            LaunchTemplateId=template_id,
+        template = self.ec2.create_launch_template(
+            LaunchTemplateName=self.job_template_name(job_id),
             VersionDescription=f"parrotbot job {job_id}",
             LaunchTemplateData=data,
+            TagSpecifications=[
+                self.cloud.tag_spec("launch-template", ROLE_TRAINER, **{TAG_JOB: job_id})
+            ],
         )
-        return str(version["LaunchTemplateVersion"]["VersionNumber"])
+        return template["LaunchTemplate"]["LaunchTemplateId"]
 
-    def delete_template_version(self, template_id: str, version: str) -> None:
+    def job_template_name(self, job_id: str) -> str:
+        return self.settings.resource_name(self.cloud.account, f"job-{job_id}")
+
+    def job_templates(self) -> dict[str, str]:
+        """Job id → template id of every job template of this account still there."""
+        prefix = self.job_template_name("")
+        pages = self.ec2.get_paginator("describe_launch_templates").paginate()
+        return {
+            template["LaunchTemplateName"].removeprefix(prefix): template["LaunchTemplateId"]
+            for page in pages
+            for template in page["LaunchTemplates"]
+            if template["LaunchTemplateName"].startswith(prefix)
+        }
+
+    def delete_job_template(self, job_id: str) -> bool:
         try:
-            self.ec2.delete_launch_template_versions(
-                LaunchTemplateId=template_id, Versions=[version]
-            )
-        except ClientError as exc:
-            log.warning("fleet.template_version_not_deleted", version=version, error=str(exc))
+            self.ec2.delete_launch_template(LaunchTemplateName=self.job_template_name(job_id))
+        except ClientError:
+            return False  # already gone
+        return True
 
-    def launch(
-        self, template_id: str, version: str, job_id: str, prefer_zone: str | None
-    ) -> Launched:
+    def launch(self, template_id: str, job_id: str, prefer_zone: str | None) -> Launched:
         """One spot instance, in `prefer_zone` when it has capacity, else in another zone."""
         zones = self.subnets_by_zone()
         if not zones:
@@ -84,7 +111,7 @@ class Fleets:
         for group in groups:
             if not group:
                 continue
-            launched = self._try(template_id, version, job_id, group, zones, errors)
+            launched = self._try(template_id, job_id, group, zones, errors)
             if launched is not None:
                 return launched
         raise LaunchError("no spot capacity: " + ("; ".join(errors) or "no instance returned"))
@@ -92,7 +119,6 @@ class Fleets:
     def _try(
         self,
         template_id: str,
-        version: str,
         job_id: str,
         group: list[str],
         zones: dict[str, list[str]],
@@ -123,7 +149,7 @@ class Fleets:
                 {
                     "LaunchTemplateSpecification": {
                         "LaunchTemplateId": template_id,
-                        "Version": version,
+                        "Version": "$Latest",
                     },
                     "Overrides": overrides,
                 }

@@ -2,14 +2,13 @@
 
 A stray is anything tagged for this account that no job in flight uses: a trainer instance or
 fleet a crashed launcher left running, a half-made relocation volume or snapshot, a detached
-trainer root volume, a job's launch template version. The data volume, the template's default
-version and the resources of jobs still launching or running are never touched.
+trainer root volume, a job's launch template. The data volume, the template setup made
+and the resources of jobs still launching or running are never touched.
 """
 
 from __future__ import annotations
 
 import structlog
-from botocore.exceptions import ClientError
 
 from infra.cloud import (
     GONE_STATES,
@@ -49,21 +48,11 @@ def collect(cloud: Cloud, busy_jobs: set[str]) -> Report:
         for snapshot in cloud.snapshots(ROLE_SNAPSHOT):
             ec2.delete_snapshot(SnapshotId=snapshot["SnapshotId"])
             report.add("deleted", "snapshot", snapshot["SnapshotId"])
-    _template_versions(cloud, fleets, busy_jobs, report)
+    _job_templates(fleets, busy_jobs, report)
     return report
 
 
-def _template_versions(cloud: Cloud, fleets: Fleets, busy_jobs: set[str], report: Report) -> None:
-    name = cloud.settings.resource_name(cloud.account, "trainer")
-    try:
-        template = cloud.ec2.describe_launch_templates(LaunchTemplateNames=[name])
-    except ClientError:  # no template (never set up, or torn down): nothing to collect
-        return
-    template_id = template["LaunchTemplates"][0]["LaunchTemplateId"]
-    versions = cloud.ec2.describe_launch_template_versions(LaunchTemplateId=template_id)
-    for version in versions["LaunchTemplateVersions"]:
-        description = version.get("VersionDescription") or ""
-        job_id = description.removeprefix("parrotbot job ")
-        if description.startswith("parrotbot job ") and job_id not in busy_jobs:
-            fleets.delete_template_version(template_id, str(version["VersionNumber"]))
-            report.add("deleted", "launch template version", f"{version['VersionNumber']}")
+def _job_templates(fleets: Fleets, busy_jobs: set[str], report: Report) -> None:
+    for job_id in fleets.job_templates():
+        if job_id not in busy_jobs and fleets.delete_job_template(job_id):
+            report.add("deleted", "launch template", fleets.job_template_name(job_id))

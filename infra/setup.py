@@ -183,9 +183,11 @@ def _launch_template(cloud: Cloud, name: str, report: Report) -> None:
     current = ec2.describe_launch_template_versions(
         LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Default"]
     )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
-    if all(current.get(key) == value for key, value in wanted.items()):
+    changed = _changed_fields(current, wanted)
+    if not changed:
         report.add("exists", "launch template", name)
         return
+    log.info("infra.template_changed", fields=changed)
     version = ec2.create_launch_template_version(
         LaunchTemplateId=template["LaunchTemplateId"],
         LaunchTemplateData=wanted,
@@ -195,6 +197,23 @@ def _launch_template(cloud: Cloud, name: str, report: Report) -> None:
         LaunchTemplateId=template["LaunchTemplateId"], DefaultVersion=str(version)
     )
     report.add("updated", "launch template", f"{name} (version {version})")
+
+
+def _changed_fields(current: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Fields of the template's data that differ from what the config asks for.
+
+    Only the tag specifications for resource types we set are compared: moto echoes the
+    template's own tags in there too.
+    """
+    changed = []
+    for key, value in wanted.items():
+        have = current.get(key)
+        if key == "TagSpecifications":
+            kinds = {spec["ResourceType"] for spec in value}
+            have = [spec for spec in have or [] if spec["ResourceType"] in kinds]
+        if have != value:
+            changed.append(key)
+    return sorted(changed)
 
 
 def _delete_bucket(cloud: Cloud, report: Report) -> None:

@@ -1,6 +1,6 @@
 """The aws backend: one attempt of a job on one EC2 spot instance.
 
-Launching: upload the job to S3, add a launch template version with the rendered user-data,
+Launching: upload the job to S3, make the job's launch template with the rendered user-data,
 get one instance from an instant spot fleet (the data volume's zone first), move the volume
 into the instance's zone if it is elsewhere, then tag the instance with the volume and fleet
 ids, which is what the waiting user-data reads to attach the volume.
@@ -9,7 +9,7 @@ Tracking (every `poll_seconds`): a complete version under the job's S3 prefix me
 launcher promotes it for the daemons to pull); a "failed" status means failed; an instance gone
 without either means interrupted (a spot reclaim), and the launcher runs the job again on the
 same volume, where the trainer resumes from its checkpoints. Cleanup leaves no instance, fleet
-or template version behind, and the volume detached.
+or job template behind, and the volume detached.
 """
 
 from __future__ import annotations
@@ -82,13 +82,14 @@ class AwsBackend:
                 notice_poll_seconds=self.settings.notice_poll_seconds,
             )
         )
-        version = self.fleets.template_version(template_id, user_data, job.id)
+        self.fleets.delete_job_template(job.id)  # an earlier attempt's, if a crash left it
+        job_template = self.fleets.job_template(template_id, user_data, job.id)
         data_volume = self.volume.find()
         prefer = data_volume["AvailabilityZone"] if data_volume else None
         try:
-            launched = self.fleets.launch(template_id, version, job.id, prefer)
+            launched = self.fleets.launch(job_template, job.id, prefer)
         except LaunchError:
-            self.fleets.delete_template_version(template_id, version)
+            self.fleets.delete_job_template(job.id)
             raise
         price = self.fleets.spot_price(launched.instance_type, launched.availability_zone)
         progress(
@@ -235,16 +236,8 @@ class AwsRun:
         volume = self.backend.volume.find()
         if volume is not None:
             self.backend.volume.detach(volume["VolumeId"], self.instance_id)
-        self._delete_template_versions()
+        self.backend.fleets.delete_job_template(self.job.id)
         log.info("aws.cleaned_up", job_id=self.job.id, instance_id=self.instance_id)
-
-    def _delete_template_versions(self) -> None:
-        backend = self.backend
-        template_id = backend.template_id()
-        versions = backend.cloud.ec2.describe_launch_template_versions(LaunchTemplateId=template_id)
-        for version in versions["LaunchTemplateVersions"]:
-            if version.get("VersionDescription") == f"parrotbot job {self.job.id}":
-                backend.fleets.delete_template_version(template_id, str(version["VersionNumber"]))
 
     def _instance(self) -> dict[str, Any] | None:
         try:
