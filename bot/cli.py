@@ -147,8 +147,7 @@ def _queue(settings: BotConfig):  # -> RetrainQueue (imported lazily, like every
 @app.command()
 def launcher(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Consume the retrain queue and run each job on the configured backend (Procfile)."""
-    import signal
-
+    from bot.daemon import install_stop_signals
     from bot.logging import configure_logging
     from infra.backends import build_backend
     from infra.launcher import Launcher
@@ -166,14 +165,8 @@ def launcher(config: ConfigOption = DEFAULT_CONFIG) -> None:
         max_attempts=training.max_attempts,
     )
 
-    def handle(signum: int, _frame: object) -> None:
-        # First signal: hand the job in flight on and stop; a second one: stop at once.
-        if worker.stop_event.is_set():
-            os._exit(128 + signum)
-        worker.stop_event.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    # First signal: hand the job in flight on and stop; a second one: stop at once.
+    install_stop_signals(worker.stop_event)
     worker.run()
 
 

@@ -149,15 +149,7 @@ class Daemon:
             log.warning("lease.release_failed", error=str(exc))
 
     def _install_signal_handlers(self) -> None:
-        """First signal drains and stops; a second one stops at once."""
-
-        def handle(signum: int, _frame: object) -> None:
-            if self.stop_event.is_set():
-                os._exit(128 + signum)
-            self.stop_event.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        install_stop_signals(self.stop_event)
 
     # --- jobs ----------------------------------------------------------------------
     def run_job(self, name: str) -> None:
@@ -236,6 +228,18 @@ class Daemon:
             handle=platform.handle,
             seed_timelines_dir=platform.local.seed_timelines_dir,
         )
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT: the first sets `stop` (drain and stop); a second one stops at once."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:

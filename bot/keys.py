@@ -61,6 +61,12 @@ class Keys:
     def model_bad(self) -> str:
         return self._key("model", "bad")
 
+    # Hash: the spine's record of its one training run. No longer written: jobs are recorded by
+    # the retrain queue (infra/keys.py); kept so that readers of it still resolve.
+    @property
+    def training(self) -> str:
+        return self._key("training", "run")
+
     # Integer: the highest training.retrain_request already turned into a training run.
     @property
     def retrain_request_handled(self) -> str:

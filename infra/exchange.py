@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.cloud import Cloud
 from infra.settings import AwsSettings
@@ -119,7 +119,12 @@ class S3Exchange:
         from training.publish import CheckpointError, new_staging_dir, set_latest, verify_version
 
         result = PullResult()
-        pointer = self._get_or_none(f"{self.root}/checkpoints/{model_dir.name}/{LATEST}")
+        try:
+            pointer = self._get_or_none(f"{self.root}/checkpoints/{model_dir.name}/{LATEST}")
+        except (BotoCoreError, ClientError) as exc:
+            # S3 out of reach must not stop the daemon's other checkpoint work; retry next poll.
+            log.warning("exchange.unavailable", error=str(exc))
+            return result
         if not pointer:
             return result
         prefix = pointer.strip()

@@ -34,7 +34,7 @@ def new_job_id() -> str:
     return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobSpec:
     """What a trigger asks for; everything a backend needs to train, nothing about where."""
 
@@ -48,15 +48,10 @@ class JobSpec:
 
 
 @dataclass
-class Job:
-    id: str
-    account: str
-    model_kind: str
-    targets: list[str]
-    datasets: list[str]
-    dataset_hash: str
-    model_config: dict[str, Any]
-    trigger: str
+class Job(JobSpec):
+    """A spec with its id and its record (the fields after `id`)."""
+
+    id: str = ""
     state: JobState = JobState.QUEUED
     # Triggers merged into this job while it waited (a request while one is queued coalesces).
     coalesced: list[str] = field(default_factory=list)
@@ -82,7 +77,7 @@ class Job:
     @classmethod
     def create(cls, spec: JobSpec, *, now: float | None = None) -> Job:
         now = time.time() if now is None else now
-        return cls(id=new_job_id(), **dataclasses.asdict(spec), created_at=now, updated_at=now)
+        return cls(**dataclasses.asdict(spec), id=new_job_id(), created_at=now, updated_at=now)
 
     @property
     def spec(self) -> JobSpec:

@@ -17,7 +17,6 @@ records.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -269,10 +268,3 @@ return 0
 
 def _delivery(entry_id: str, fields: dict[str, str] | None) -> Delivery:
     return Delivery(entry_id=entry_id, job_id=(fields or {}).get("job"))
-
-
-def describe(job: Job) -> dict[str, Any]:
-    """A job as plain data (for `parrotbot jobs --json` and log lines)."""
-    data = json.loads(json.dumps(job.to_fields()))
-    data["duration"] = job.duration
-    return data

@@ -15,11 +15,11 @@ from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
 from infra.backends.local import LocalBackend
-from infra.job import Job, JobSpec, JobState
+from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from tests.conftest import SAMPLE_TIMELINE
-from tests.daemon_process import wait_until
+from tests.retrain_helpers import job_spec, wait_job
 from training.publish import read_latest
 
 TINY = {"units": 16, "embedding_dim": 8, "seq_len": 16, "epochs": 1, "batch_size": 64}
@@ -54,24 +54,8 @@ def launchers(queue: RetrainQueue, volume: Path) -> Iterator[Callable[[], Launch
 
 
 def request(queue: RetrainQueue, account: str, volume: Path, dataset: str = "poorrichard") -> Job:
-    spec = JobSpec(
-        account=account,
-        model_kind="char_rnn",
-        targets=[dataset],
-        datasets=[str(volume / "datasets" / f"{dataset}.jsonl")],
-        dataset_hash="test",
-        model_config=TINY,
-        trigger="test",
-    )
-    return queue.request(spec).job
-
-
-def wait_job(queue: RetrainQueue, job_id: str, check: Callable[[Job], bool], what: str) -> Job:
-    return wait_until(
-        lambda: (job := queue.get(job_id)) is not None and check(job) and job,
-        timeout=120,
-        message=f"job {job_id} never {what}: {queue.get(job_id)}",
-    )
+    path = str(volume / "datasets" / f"{dataset}.jsonl")
+    return queue.request(job_spec(account, [path], model_config=TINY)).job
 
 
 def test_the_local_backend_trains_and_the_result_is_hot_loaded(

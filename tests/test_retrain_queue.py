@@ -13,17 +13,12 @@ from infra.job import Job, JobSpec, JobState
 from infra.keys import LAUNCHER_GROUP, InfraKeys
 from infra.retrain_queue import RetrainQueue
 from tests.daemon_process import wait_until
+from tests.retrain_helpers import job_spec
 
 
 def spec(account: str, trigger: str = "test", model_kind: str = "char_rnn") -> JobSpec:
-    return JobSpec(
-        account=account,
-        model_kind=model_kind,
-        targets=["poorrichard"],
-        datasets=["/data/datasets/poorrichard.jsonl"],
-        dataset_hash="abc",
-        model_config={"units": 8},
-        trigger=trigger,
+    return job_spec(
+        account, ["/data/datasets/poorrichard.jsonl"], trigger=trigger, model_kind=model_kind
     )
 
 
@@ -142,7 +137,7 @@ def test_infra_keys_share_the_bot_prefix_and_never_collide_with_bot_keys(account
     bot_keys = {
         bot.lease, bot.scheduler_jobs, bot.scheduler_run_times, bot.cursor("mentions"),
         bot.reply("1"), bot.posted, bot.model_current, bot.model_bad, bot.user_ids,
-        bot.retrain_request_handled, bot.new_tweets_since_training,
+        bot.retrain_request_handled, bot.new_tweets_since_training, bot.training,
     }  # fmt: skip
     infra_keys = {
         infra.stream, infra.job("1"), infra.job_history("1"), infra.jobs,

@@ -18,14 +18,14 @@ from infra.backends.aws import AwsBackend
 from infra.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
 from infra.exchange import S3Exchange
 from infra.fleet import Fleets
-from infra.job import Job, JobSpec, JobState
+from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import AwsSettings
 from infra.setup import setup
 from tests.conftest import SAMPLE_TIMELINE
-from tests.daemon_process import wait_until
 from tests.infra.helpers import aws_settings_data, latest_version, live_instances, publish_to_s3
+from tests.retrain_helpers import job_spec, wait_job
 
 
 @pytest.fixture
@@ -55,24 +55,7 @@ def request(queue: RetrainQueue, account: str, tmp_path: Path) -> Job:
     dataset = tmp_path / "datasets" / "poorrichard.jsonl"
     dataset.parent.mkdir(parents=True, exist_ok=True)
     dataset.write_bytes(SAMPLE_TIMELINE.read_bytes())
-    spec = JobSpec(
-        account=account,
-        model_kind="char_rnn",
-        targets=["poorrichard"],
-        datasets=[str(dataset)],
-        dataset_hash="test",
-        model_config={"units": 16},
-        trigger="test",
-    )
-    return queue.request(spec).job
-
-
-def wait_job(queue: RetrainQueue, job_id: str, check: Callable[[Job], bool], what: str) -> Job:
-    return wait_until(
-        lambda: (job := queue.get(job_id)) is not None and check(job) and job,
-        timeout=60,
-        message=f"job {job_id} never {what}: {queue.get(job_id)}",
-    )
+    return queue.request(job_spec(account, [str(dataset)])).job
 
 
 def running_on(queue: RetrainQueue, job_id: str, cloud: Cloud, attempt: int = 1) -> Job:

@@ -12,7 +12,8 @@ from infra.retrain_queue import RetrainQueue
 from infra.setup import setup
 from tests.daemon_process import DaemonProcess
 from tests.infra.helpers import aws_settings_data, live_instances
-from tests.infra.test_aws_backend import act_as_instance, wait_job
+from tests.infra.test_aws_backend import act_as_instance
+from tests.retrain_helpers import wait_job
 
 
 def test_the_daemon_trains_on_spot_and_hot_loads_the_version_from_s3(

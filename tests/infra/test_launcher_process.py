@@ -22,7 +22,8 @@ from infra.setup import setup
 from tests.conftest import SAMPLE_TIMELINE
 from tests.daemon_process import wait_until
 from tests.infra.helpers import aws_settings_data, live_instances
-from tests.infra.test_aws_backend import act_as_instance, wait_job
+from tests.infra.test_aws_backend import act_as_instance
+from tests.retrain_helpers import wait_job
 
 
 def start_launcher(config: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
