@@ -174,5 +174,136 @@ def rollback(config: ConfigOption = DEFAULT_CONFIG) -> None:
     typer.echo(f"LATEST now names {new} (was {old}, recorded as bad)")
 
 
+# --- retraining: the queue, the launcher, and the AWS resources -------------------------------
+infra_app = typer.Typer(
+    help="AWS resources for spot training (training.aws).", no_args_is_help=True
+)
+app.add_typer(infra_app, name="infra")
+
+
+def _queue(settings: BotConfig):  # -> RetrainQueue (imported lazily, like every command's deps)
+    from bot.state import connect
+    from infra.retrain_queue import RetrainQueue
+
+    return RetrainQueue(connect(settings), settings.account)
+
+
+@app.command()
+def launcher(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Consume the retrain queue and run each job on the configured backend (Procfile)."""
+    from bot.daemon import install_stop_signals
+    from bot.logging import configure_logging
+    from infra.backends import build_backend
+    from infra.launcher import Launcher
+
+    settings = _load_or_exit(config)
+    configure_logging(settings.logging.level)
+    training = settings.training
+    backend = build_backend(
+        training.backend, account=settings.account, data_dir=settings.data_dir, aws=training.aws
+    )
+    worker = Launcher(
+        _queue(settings),
+        backend,
+        claim_idle_seconds=training.claim_idle_seconds,
+        max_attempts=training.max_attempts,
+    )
+
+    # First signal: hand the job in flight on and stop; a second one: stop at once.
+    install_stop_signals(worker.stop_event)
+    worker.run()
+
+
+@app.command()
+def retrain(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Queue a retrain of the config's model on its targets' datasets."""
+    from bot.retrain import request_training
+    from bot.state import BotState
+
+    settings = _load_or_exit(config)
+    queue = _queue(settings)
+    state = BotState(queue.redis, settings.account)
+    requested = request_training(settings, state, queue, "cli", "parrotbot retrain")
+    if requested is None:
+        typer.echo("nothing to train on yet: no dataset for the targets", err=True)
+        raise typer.Exit(1)
+    verb = "merged into waiting job" if requested.coalesced else "queued job"
+    typer.echo(f"{verb} {requested.job.id}")
+
+
+@app.command()
+def jobs(
+    config: ConfigOption = DEFAULT_CONFIG,
+    limit: Annotated[int, typer.Option("-n", min=1, help="How many, newest first.")] = 20,
+) -> None:
+    """List retrain jobs: state, instance, duration and estimated cost."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("job", "trigger", "state", "attempt", "instance", "duration", "cost", "outcome")
+    for job in _queue(_load_or_exit(config)).list_jobs(limit):
+        duration = job.duration
+        table.add_row(
+            job.id,
+            job.trigger + (f" (+{len(job.coalesced)})" if job.coalesced else ""),
+            job.state.value,
+            str(job.attempt),
+            job.instance_id or "-",
+            "-" if duration is None else f"{duration / 60:.1f} min",
+            f"${job.cost_estimate:.4f}",
+            job.outcome or "-",
+        )
+    Console(width=160).print(table)
+
+
+def _cloud_or_exit(config: Path):  # -> infra.cloud.Cloud
+    from infra.cloud import Cloud
+
+    settings = _load_or_exit(config)
+    if settings.training.aws is None:
+        typer.echo(f"{config}: training.aws is not set", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
+    return Cloud(settings.training.aws, settings.account)
+
+
+@infra_app.command("setup")
+def infra_setup(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Create (idempotently) the role, policy, profile, bucket, data volume and template."""
+    from infra.setup import setup
+
+    for line in setup(_cloud_or_exit(config)):
+        typer.echo(line)
+
+
+@infra_app.command("teardown")
+def infra_teardown(
+    config: ConfigOption = DEFAULT_CONFIG,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask: the data goes too.")] = False,
+) -> None:
+    """Remove everything setup made, the bucket's contents and the data volume included."""
+    from infra.setup import teardown
+
+    cloud = _cloud_or_exit(config)
+    if not yes:
+        typer.confirm(f"Delete all AWS resources of account {cloud.account}?", abort=True)
+    for line in teardown(cloud):
+        typer.echo(line)
+
+
+@infra_app.command("gc")
+def infra_gc(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove strays (instances, fleets, volumes, snapshots) no job in flight uses."""
+    from infra.gc import collect
+    from infra.job import JobState
+
+    cloud = _cloud_or_exit(config)
+    queue = _queue(_load_or_exit(config))
+    busy = set(queue.ids_in_state(JobState.LAUNCHING)) | set(queue.ids_in_state(JobState.RUNNING))
+    busy |= set(queue.ids_in_state(JobState.QUEUED))  # a requeued job keeps its volume moves
+    report = collect(cloud, busy)
+    for line in report or ["nothing to collect"]:
+        typer.echo(line)
+
+
 if __name__ == "__main__":
     app()

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from infra.settings import AwsSettings
+
 HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SECRET_ENV_VARS = (
@@ -208,13 +210,32 @@ class TrainingConfig(_Strict):
     retrain_request: Annotated[int, Field(ge=0)] = Field(
         default=0, description="Bump this number to ask the daemon for one retrain."
     )
+    auto_after_new_tweets: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Retrain after this many new tweets; absent: never by itself."
+    )
+    launcher: Literal["auto", "inline", "external"] = Field(
+        default="auto",
+        description="Who consumes the retrain queue: a thread in the daemon (inline), a "
+        "`parrotbot launcher` process (external), or auto: inline for local, external for aws.",
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    claim_idle_seconds: Annotated[float, Field(ge=1)] = Field(
+        default=60.0, description="How long a dead launcher's job waits before another takes it."
+    )
+    aws: AwsSettings | None = None
 
-    @field_validator("backend")
-    @classmethod
-    def _implemented(cls, value: str) -> str:
-        if value == "aws":
-            raise ValueError("the aws backend is not available yet; use local")
-        return value
+    @model_validator(mode="after")
+    def _aws_needs_settings(self) -> TrainingConfig:
+        if self.backend == "aws" and self.aws is None:
+            raise ValueError("backend aws needs a training.aws section (bucket, ami_id, …)")
+        return self
+
+    @property
+    def inline_launcher(self) -> bool:
+        """Whether the daemon consumes the retrain queue itself (see `launcher`)."""
+        if self.launcher == "auto":
+            return self.backend == "local"
+        return self.launcher == "inline"
 
 
 class HealthConfig(_Strict):

@@ -27,11 +27,13 @@ from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
 from bot.platform.local import LocalPlatform
-from bot.retrain import RetrainController
+from bot.retrain import RetrainTriggers
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
 from bot.scrape import dataset_path
 from bot.state import BotState, connect
-from infra.backends.local import LocalBackend
+from infra.backends import build_backend
+from infra.launcher import Launcher
+from infra.retrain_queue import RetrainQueue
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,7 @@ class Daemon:
         self._config_stamp = _file_stamp(config_path)
         self.abandoned_jobs = False
         self.health: HealthServer | None = None
+        self.launcher: Launcher | None = None
 
     # --- lifecycle -----------------------------------------------------------------
     def run(self) -> int:
@@ -72,9 +75,12 @@ class Daemon:
             self.state,
             corpus=self._training_texts,
         )
-        self.retrain = RetrainController(
-            self.state, LocalBackend(self.config.data_dir / "logs" / "training")
-        )
+        queue = RetrainQueue(client, self.config.account)
+        self.triggers = RetrainTriggers(self.state, queue)
+        self.exchange = self._build_exchange()
+        if self.config.training.inline_launcher:
+            self.launcher = self._build_launcher(queue)
+            self.launcher.start()
         self.health = self._start_health_server()
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
@@ -124,7 +130,8 @@ class Daemon:
             platform=self.platform,
             service=self.service,
             watcher=self.watcher,
-            retrain=self.retrain,
+            triggers=self.triggers,
+            exchange=self.exchange,
         )
         jobs.set_dispatcher(self.run_job)
         scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))
@@ -154,22 +161,15 @@ class Daemon:
         if not drained:
             log.warning("daemon.jobs_abandoned", running=self._in_flight)
         self.abandoned_jobs = not drained
-        self.retrain.stop(TRAINER_STOP_SECONDS)
+        if self.launcher is not None:
+            self.launcher.stop(TRAINER_STOP_SECONDS)
         try:
             self.lease.release()
         except redis.RedisError as exc:
             log.warning("lease.release_failed", error=str(exc))
 
     def _install_signal_handlers(self) -> None:
-        """First signal drains and stops; a second one stops at once."""
-
-        def handle(signum: int, _frame: object) -> None:
-            if self.stop_event.is_set():
-                os._exit(128 + signum)
-            self.stop_event.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        install_stop_signals(self.stop_event)
 
     # --- jobs ----------------------------------------------------------------------
     def run_job(self, name: str) -> None:
@@ -219,6 +219,32 @@ class Daemon:
         if new.schedule != old.schedule:
             schedule_jobs(self._scheduler, new)
         log.info("config.applied", retrain_request=new.training.retrain_request)
+        self.triggers.on_config(new)
+
+    def _build_launcher(self, queue: RetrainQueue) -> Launcher:
+        """The in-process queue consumer (the offline default needs no second process)."""
+        training = self.config.training
+        backend = build_backend(
+            training.backend,
+            account=self.config.account,
+            data_dir=self.config.data_dir,
+            aws=training.aws,
+        )
+        return Launcher(
+            queue,
+            backend,
+            claim_idle_seconds=training.claim_idle_seconds,
+            max_attempts=training.max_attempts,
+        )
+
+    def _build_exchange(self) -> Any:
+        """With spot training, finished versions reach this host through S3."""
+        aws = self.config.training.aws
+        if self.config.training.backend != "aws" or aws is None:
+            return None
+        from infra.exchange import S3Exchange
+
+        return S3Exchange(aws, self.config.account)
 
     def _start_health_server(self) -> HealthServer | None:
         settings = self.config.health
@@ -257,6 +283,18 @@ class Daemon:
             handle=platform.handle,
             seed_timelines_dir=platform.local.seed_timelines_dir,
         )
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT: the first sets `stop` (drain and stop); a second one stops at once."""
+
+    def handle(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:

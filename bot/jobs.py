@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -20,7 +21,7 @@ from bot.platform.base import Platform, PlatformError
 from bot.pool import TweetPool
 from bot.posting import post_scheduled, refill_pool
 from bot.replies import poll_mentions
-from bot.retrain import RetrainController
+from bot.retrain import RetrainTriggers
 from bot.scrape import scrape_target
 from bot.state import BotState
 
@@ -65,7 +66,9 @@ class BotJobs:
     platform: Platform
     service: GenerationService
     watcher: CheckpointWatcher
-    retrain: RetrainController
+    triggers: RetrainTriggers
+    # infra.exchange.S3Exchange with the aws backend: pulls finished versions from S3.
+    exchange: Any = None
 
     def __post_init__(self) -> None:
         self._me_id: str | None = None
@@ -103,5 +106,9 @@ class BotJobs:
         )
 
     def checkpoints(self) -> None:
+        if self.exchange is not None:
+            pulled = self.exchange.pull(self.config.model_dir, skip=self.state.bad_versions())
+            for version, reason in pulled.refused.items():
+                self.state.mark_bad_version(version, reason)
         self.watcher.check()
-        self.retrain.tick(self.config, have_model=self.service.current is not None)
+        self.triggers.tick(self.config, have_model=self.service.current is not None)

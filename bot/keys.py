@@ -2,6 +2,8 @@
 
 Several bots may share one Redis, so everything lives under `parrotbot:<account>:`.
 Keeping the templates here is what stops two modules from spelling one key two ways.
+The retrain queue and its job records are infra/'s, built in infra/keys.py (infra may not
+import bot) under the `retrain` segment, which no key here uses.
 """
 
 from __future__ import annotations
@@ -58,11 +60,6 @@ class Keys:
     @property
     def model_bad(self) -> str:
         return self._key("model", "bad")
-
-    # Hash: the training run in flight or last finished (state, trigger, started_at, …).
-    @property
-    def training(self) -> str:
-        return self._key("training", "run")
 
     # Integer: the highest training.retrain_request already turned into a training run.
     @property

@@ -1,14 +1,18 @@
-"""Deciding when to train, and keeping track of the one training run in flight.
+"""Deciding when to train, and asking the retrain queue for it.
 
-Two causes start a run: a fresh bot with data but no model (`first_start`), and the
-operator bumping `training.retrain_request` (one run per bump; bumps made while a run is
-in flight coalesce into one more run after it). The request already handled is kept in
-Redis, so a restart does not train again for an old bump.
+Four causes queue a job, each logged as `training.triggered` with its cause:
+- `first_start`: data and no model yet (once per daemon start);
+- `retrain_request:<n>`: the operator bumped `training.retrain_request` (one job per bump; the
+  bump already handled is kept in Redis, so a restart does not queue an old bump again);
+- `auto:new_tweets`: `training.auto_after_new_tweets` tweets scraped since the last request;
+- `cli`: `parrotbot retrain`.
+The queue coalesces: a request while a job of the model waits merges into it, so bumps made
+while one job runs end up as one more job after it. Running the job is the launcher's part.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 import structlog
@@ -16,103 +20,104 @@ import structlog
 from bot.config import BotConfig
 from bot.scrape import dataset_path
 from bot.state import BotState
-from infra.backends.local import LocalBackend, LocalRun
-from infra.training_request import TrainingRequest
+from infra.job import JobSpec
+from infra.retrain_queue import Requested, RetrainQueue
 
 log = structlog.get_logger(__name__)
 
 
-class RetrainController:
-    def __init__(self, state: BotState, backend: LocalBackend) -> None:
+class RetrainTriggers:
+    def __init__(self, state: BotState, queue: RetrainQueue) -> None:
         self.state = state
-        self.backend = backend
-        self._run: LocalRun | None = None
+        self.queue = queue
         self._first_start_tried = False
-
-    @property
-    def running(self) -> bool:
-        return self._run is not None
+        # The config watch and the checkpoint poll run on different scheduler threads; one
+        # bump must become one request, not one per thread.
+        self._lock = threading.Lock()
 
     def tick(self, config: BotConfig, *, have_model: bool) -> None:
-        """Called on every checkpoint poll: reap a finished run, start a wanted one."""
-        if self._run is not None:
-            if self._run.poll() is None:
-                return
-            self._finish(self._run)
-            self._run = None
-        trigger = self._wanted(config, have_model=have_model)
-        if trigger is not None:
-            self._start(config, trigger)
+        """Called on every checkpoint poll: queue whatever is wanted now."""
+        with self._lock:
+            self._bumped(config)
+            if not have_model and not self._first_start_tried:
+                self._first_start(config)
+            threshold = config.training.auto_after_new_tweets
+            if have_model and threshold is not None:
+                new = int(self.state.redis.get(self.state.keys.new_tweets_since_training) or 0)
+                if new >= threshold:
+                    cause = f"{new} new tweets since the last training (threshold {threshold})"
+                    request_training(config, self.state, self.queue, "auto:new_tweets", cause)
 
-    def stop(self, timeout: float = 8.0) -> None:
-        """Stop a run in flight (the trainer gets SIGTERM, then SIGKILL after `timeout`)."""
-        if self._run is not None:
-            code = self._run.stop(timeout)
-            log.info("training.stopped", pid=self._run.pid, exit_code=code)
-            self._record(state="stopped", exit_code=str(code))
-            self._run = None
+    def on_config(self, config: BotConfig) -> None:
+        """Called by the config watch once a changed config is applied."""
+        with self._lock:
+            self._bumped(config)
 
-    def _wanted(self, config: BotConfig, *, have_model: bool) -> str | None:
+    def _bumped(self, config: BotConfig) -> None:
         requested = config.training.retrain_request
         handled = int(self.state.redis.get(self.state.keys.retrain_request_handled) or 0)
-        if requested > handled:
-            return f"retrain_request:{requested}"
-        if not have_model and not self._first_start_tried and self._datasets(config):
-            return "first_start"
-        return None
-
-    def _start(self, config: BotConfig, trigger: str) -> None:
-        datasets = self._datasets(config)
-        if not datasets:
-            log.warning("training.no_data", trigger=trigger, targets=_handles(config))
+        if requested <= handled:
             return
-        request = TrainingRequest(
-            model_kind=config.model.kind,
-            datasets=[str(path) for path in datasets],
-            checkpoints_dir=str(config.data_dir / "checkpoints"),
-            model_config=config.model.hyperparameters(),
-            trigger=trigger,
-        )
-        log.info("training.triggered", trigger=trigger, datasets=len(datasets))
-        self._run = self.backend.start(request)
-        if trigger == "first_start":
-            self._first_start_tried = True
-        else:
-            self.state.redis.set(
-                self.state.keys.retrain_request_handled, config.training.retrain_request
-            )
-        self.state.redis.set(self.state.keys.new_tweets_since_training, 0)
-        self._record(
-            state="running",
-            trigger=trigger,
-            pid=str(self._run.pid),
-            started_at=f"{time.time():.3f}",
-            log=str(self._run.log_path),
-            exit_code="",
-        )
+        cause = f"training.retrain_request bumped from {handled} to {requested}"
+        request_training(config, self.state, self.queue, f"retrain_request:{requested}", cause)
+        # Recorded even when there was no data to train on: the bump was seen and answered.
+        self.state.redis.set(self.state.keys.retrain_request_handled, requested)
 
-    def _finish(self, run: LocalRun) -> None:
-        code = run.poll()
-        tail = run.log_tail()
-        if code == 0:
-            log.info("training.finished", pid=run.pid, trigger=run.request.trigger)
-        else:
-            log.error(
-                "training.failed", pid=run.pid, exit_code=code, log=str(run.log_path), tail=tail
-            )
-        self._record(
-            state="done" if code == 0 else "failed",
-            exit_code=str(code),
-            finished_at=f"{time.time():.3f}",
-        )
+    def _first_start(self, config: BotConfig) -> None:
+        if not datasets(config):
+            return  # nothing scraped yet; try again on the next poll
+        self._first_start_tried = True
+        queued, running = self.queue.in_flight(config.model.kind)
+        if queued or running:
+            log.info("training.already_queued", queued=queued, running=running)
+            return
+        cause = "data and no model yet"
+        request_training(config, self.state, self.queue, "first_start", cause)
 
-    def _record(self, **fields: str) -> None:
-        self.state.redis.hset(self.state.keys.training, mapping=fields)
 
-    @staticmethod
-    def _datasets(config: BotConfig) -> list[Path]:
-        paths = [dataset_path(config.data_dir, target.handle) for target in config.targets]
-        return [path for path in paths if path.exists() and path.stat().st_size > 0]
+def request_training(
+    config: BotConfig, state: BotState, queue: RetrainQueue, trigger: str, cause: str
+) -> Requested | None:
+    """Queue a job for the config's model and targets (or merge into the waiting one)."""
+    from training.dataset import DatasetError, dataset_hash, load_tweets
+
+    paths = datasets(config)
+    if not paths:
+        log.warning("training.no_data", trigger=trigger, cause=cause, targets=_handles(config))
+        return None
+    try:
+        data_hash = dataset_hash(load_tweets(paths))
+    except DatasetError as exc:
+        log.error("training.bad_dataset", trigger=trigger, error=str(exc))
+        return None
+    seen = int(state.redis.get(state.keys.new_tweets_since_training) or 0)
+    spec = JobSpec(
+        account=config.account,
+        model_kind=config.model.kind,
+        targets=_handles(config),
+        datasets=[str(path) for path in paths],
+        dataset_hash=data_hash,
+        model_config=config.model.hyperparameters(),
+        trigger=trigger,
+    )
+    requested = queue.request(spec)
+    # The tweets counted so far are in this job's data; ones scraped meanwhile stay counted.
+    state.redis.decrby(state.keys.new_tweets_since_training, seen)
+    log.info(
+        "training.triggered",
+        trigger=trigger,
+        cause=cause,
+        job_id=requested.job.id,
+        coalesced=requested.coalesced,
+        datasets=len(paths),
+        dataset_hash=data_hash,
+    )
+    return requested
+
+
+def datasets(config: BotConfig) -> list[Path]:
+    paths = [dataset_path(config.data_dir, target.handle) for target in config.targets]
+    return [path for path in paths if path.exists() and path.stat().st_size > 0]
 
 
 def _handles(config: BotConfig) -> list[str]:

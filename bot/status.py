@@ -27,7 +27,9 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
     scrapes = {
         handle: json.loads(raw) for handle, raw in redis.hgetall(state.keys.last_scrape).items()
     }
-    training = redis.hgetall(state.keys.training)
+    from infra.retrain_queue import RetrainQueue
+
+    recent_jobs = RetrainQueue(redis, config.account).list_jobs(5)
     return {
         "account": config.account,
         "at": now,
@@ -58,7 +60,19 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
         "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
         "mentions_cursor": state.cursor(MENTIONS_CURSOR),
         "today": _posted_today(state),
-        "training": training or None,
+        "training": [
+            {
+                "id": job.id,
+                "trigger": job.trigger,
+                "state": job.state.value,
+                "attempt": job.attempt,
+                "instance": job.instance_id or None,
+                "duration_s": job.duration,
+                "cost_estimate": job.cost_estimate,
+                "outcome": job.outcome or None,
+            }
+            for job in recent_jobs
+        ],
     }
 
 
@@ -120,7 +134,7 @@ def render(status: dict[str, Any]) -> Any:
                 ("mentions cursor", status["mentions_cursor"]),
                 ("new tweets since training", status["new_tweets_since_training"]),
                 ("filtered", _filters(status["filters"])),
-                ("training", _training(status["training"])),
+                ("retrain jobs", _training(status["training"])),
             ],
         ),
         table(
@@ -166,7 +180,14 @@ def _filters(counts: dict[str, int]) -> str:
     )
 
 
-def _training(record: dict[str, str] | None) -> str:
-    if not record:
-        return "never trained here"
-    return f"{record.get('state')} ({record.get('trigger')}), log {record.get('log')}"
+def _training(jobs: list[dict[str, Any]]) -> str:
+    if not jobs:
+        return "no retrain jobs yet"
+    lines = []
+    for job in jobs:
+        where = f" on {job['instance']}" if job["instance"] else ""
+        lines.append(
+            f"{job['id']} {job['state']} ({job['trigger']}){where}, "
+            f"{_duration(job['duration_s']) or '—'}, ${job['cost_estimate']:.4f}"
+        )
+    return "\n".join(lines)

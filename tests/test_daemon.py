@@ -143,7 +143,7 @@ def test_config_edits_apply_live_and_a_bad_edit_keeps_the_old_config(
     daemon.wait_for("config.applied", lambda e: e["retrain_request"] == 1, timeout=30)
     daemon.wait_for("training.triggered", lambda e: e["trigger"] == "retrain_request:1")
     swaps = len(daemon.named("hotload.swapped"))
-    daemon.wait_for("training.finished", timeout=240)
+    daemon.wait_for("launcher.job_done", timeout=240)
     daemon.wait_for("hotload.swapped", after=0, timeout=60)
     wait_until(
         lambda: len(daemon.named("hotload.swapped")) > swaps,

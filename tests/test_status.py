@@ -42,9 +42,15 @@ def test_status_reports_what_the_bot_recorded(write_config, trained_checkpoints:
     added = refill_pool(state, service, TweetPool(state), target=3, batch_size=4)
     Lease(state.redis, state.keys.lease, "host:1:abc", ttl_ms=10_000).acquire()
 
+    queued = runner.invoke(app, ["retrain", "-c", str(path)])
+    assert queued.exit_code == 0, queued.output
+
     result = runner.invoke(app, ["status", "--json", "-c", str(path)])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    (job,) = report["training"]
+    assert job["state"] == "queued" and job["trigger"] == "cli"
+    assert job["id"] in queued.stdout
     assert report["daemon"]["lease_holder"] == "host:1:abc"
     assert report["model"]["version"] == service.current.version
     assert report["model"]["step"] == service.current.manifest.step
@@ -52,7 +58,7 @@ def test_status_reports_what_the_bot_recorded(write_config, trained_checkpoints:
     assert report["today"] == {"posts": 1, "replies": 1}
     assert report["filters"]["checked"] == 4
     assert report["targets"]["poorrichard"]["new_tweets_last_scrape"] == scraped
-    assert report["new_tweets_since_training"] == scraped
+    assert report["new_tweets_since_training"] == 0  # the queued job took them
 
     text = runner.invoke(app, ["status", "-c", str(path)])
     assert text.exit_code == 0
@@ -67,5 +73,5 @@ def test_status_of_an_account_that_never_ran(write_config) -> None:
     assert result.exit_code == 0, result.output
     assert "none (no daemon running)" in result.stdout
     report = json.loads(runner.invoke(app, ["status", "--json", "-c", str(path)]).stdout)
-    assert report["model"]["version"] is None and report["training"] is None
+    assert report["model"]["version"] is None and report["training"] == []
     assert yaml.safe_load(path.read_text())["account"] == report["account"]

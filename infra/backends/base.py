@@ -1,0 +1,87 @@
+"""The interface the launcher drives every training backend through.
+
+A backend starts (or adopts) one attempt of a job; the attempt is polled until it has an
+`Outcome`. The launcher owns the queue, the states and the clock (max run time); backends own
+processes, instances and volumes, and leave nothing running once `cleanup()` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from infra.job import Job
+
+
+class OutcomeKind(StrEnum):
+    DONE = "done"  # a version was published
+    FAILED = "failed"  # the trainer failed, or the job cannot run; retrying will not help
+    INTERRUPTED = "interrupted"  # the machine went away (spot reclaim, stop): run it again
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    detail: str
+    version: str = ""
+    log_tail: list[str] = field(default_factory=list)
+
+
+class LaunchError(Exception):
+    """The attempt could not be started (no capacity, bad settings); the message says why."""
+
+
+# Called by a backend as the attempt gets its machine: fields for the job record
+# (instance_id, availability_zone, spot_price, …).
+Progress = Callable[..., None]
+
+
+class Run(Protocol):
+    """One attempt of a job, on one machine."""
+
+    instance_id: str
+
+    def poll(self) -> Outcome | None:
+        """The outcome once there is one; None while it is still running."""
+
+    def cost(self) -> float:
+        """Estimated cost of this attempt so far, in USD."""
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        """The last lines of the trainer's log, as far as they are known here."""
+
+    def interrupt(self, timeout: float) -> None:
+        """The launcher is stopping: let the attempt save what it can (it will be resumed)."""
+
+    def terminate(self, reason: str) -> None:
+        """Stop the attempt for good (max run time exceeded)."""
+
+    def cleanup(self) -> None:
+        """Leave nothing behind: no process, instance, fleet or extra volume."""
+
+
+class Backend(Protocol):
+    name: str
+    # Jobs running longer than this are terminated and failed (None: no limit).
+    max_run_seconds: float | None
+    # How often the launcher polls a run.
+    poll_seconds: float
+    # Whether a launcher that stops may leave the attempt running for another to adopt.
+    survives_launcher: bool
+
+    def start(self, job: Job, progress: Progress) -> Run:
+        """Launch a new attempt of `job` (raise LaunchError when it cannot)."""
+
+    def adopt(self, job: Job) -> Run | None:
+        """Resume tracking an attempt a stopped or dead launcher left behind, if it lives."""
+
+
+def tail_lines(text: str, lines: int) -> list[str]:
+    return text.splitlines()[-lines:]
+
+
+def as_fields(**values: Any) -> dict[str, Any]:
+    """Drop None values: a backend reports only what it knows."""
+    return {name: value for name, value in values.items() if value is not None}

@@ -1,0 +1,120 @@
+"""boto3 clients for one account's AWS resources, and the tags that find those resources again.
+
+Every resource parrotbot creates carries `parrotbot:account` and `parrotbot:role` tags (and
+`parrotbot:job` where it belongs to one job): the instance role's policy is scoped by them,
+`parrotbot infra gc` finds strays by them, and teardown removes exactly what they name.
+Endpoints and credentials come from boto3's own chain (`AWS_ENDPOINT_URL` included), never
+from the config.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from infra.settings import AwsSettings
+
+TAG_ACCOUNT = "parrotbot:account"
+TAG_ROLE = "parrotbot:role"
+TAG_JOB = "parrotbot:job"
+# Read by the instance from its metadata (tag keys there allow letters, digits and `:`).
+TAG_VOLUME = "parrotbot:volume"
+TAG_FLEET = "parrotbot:fleet"
+
+ROLE_DATA = "data"
+ROLE_RELOCATING = "data-relocating"
+ROLE_SNAPSHOT = "relocation"
+ROLE_TRAINER = "trainer"
+
+# Instances in these states cost nothing more and hold no volume.
+GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+LIVE_STATES = ("pending", "running")
+
+
+class Cloud:
+    """The account's clients and tag helpers; nothing is called until a client is used."""
+
+    def __init__(self, settings: AwsSettings, account: str) -> None:
+        self.settings = settings
+        self.account = account
+
+    @functools.cached_property
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(region_name=self.settings.region)
+
+    def client(self, service: str) -> Any:
+        return self._client(service)
+
+    @functools.cache  # noqa: B019 - one Cloud per process; clients are meant to be reused
+    def _client(self, service: str) -> Any:
+        config = BotoConfig(
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        return self.session.client(service, config=config)
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def iam(self) -> Any:
+        return self.client("iam")
+
+    def tags(self, role: str, **extra: str) -> list[dict[str, str]]:
+        values = {TAG_ACCOUNT: self.account, TAG_ROLE: role, **extra}
+        values.setdefault("Name", self.settings.resource_name(self.account, role))
+        return [{"Key": key, "Value": value} for key, value in values.items()]
+
+    def tag_spec(self, resource_type: str, role: str, **extra: str) -> dict[str, Any]:
+        return {"ResourceType": resource_type, "Tags": self.tags(role, **extra)}
+
+    def filters(self, role: str | None = None, **extra: str) -> list[dict[str, Any]]:
+        """`tag:` filters (moto implements these; some other filters it answers with a 500)."""
+        wanted = {TAG_ACCOUNT: self.account, **extra}
+        if role is not None:
+            wanted[TAG_ROLE] = role
+        return [{"Name": f"tag:{key}", "Values": [value]} for key, value in wanted.items()]
+
+    def instances(self, **tags: str) -> list[dict[str, Any]]:
+        """This account's instances (any state) that carry `tags`."""
+        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=self.filters(**tags))
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def volumes(self, role: str | None = None, **tags: str) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_volumes").paginate(
+            Filters=self.filters(role, **tags)
+        )
+        return [v for page in pages for v in page["Volumes"] if v["State"] != "deleting"]
+
+    def snapshots(self, role: str | None = None) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_snapshots").paginate(
+            OwnerIds=["self"], Filters=self.filters(role)
+        )
+        return [s for page in pages for s in page["Snapshots"]]
+
+    def fleets(self) -> list[dict[str, Any]]:
+        """This account's fleets that are not deleted (filtered here: moto ignores tag filters)."""
+        pages = self.ec2.get_paginator("describe_fleets").paginate()
+        return [
+            fleet
+            for page in pages
+            for fleet in page["Fleets"]
+            if tag_value(fleet, TAG_ACCOUNT) == self.account
+            and not fleet["FleetState"].startswith("deleted")
+        ]
+
+
+def tag_value(resource: dict[str, Any], key: str) -> str | None:
+    for tag in resource.get("Tags") or []:
+        if tag["Key"] == key:
+            return tag["Value"]
+    return None

@@ -1,0 +1,187 @@
+"""The S3 exchange between this host and a spot instance (they never share a block device).
+
+Layout under `s3://<bucket>/<prefix>/<account>/`::
+
+    jobs/<job>/datasets/<handle>.jsonl        the job's dataset snapshot (the launcher uploads)
+    jobs/<job>/request.json                   the training request, in the instance's paths
+    jobs/<job>/code.tar.gz                    the `training` package the instance runs
+    jobs/<job>/versions/<model>/<version>/…   the finished version, manifest.json written last
+    jobs/<job>/logs/attempt-<n>.log           the trainer's log of each attempt
+    jobs/<job>/status/attempt-<n>             "done <version>", "failed <code>" or "interrupted"
+    checkpoints/<model>/LATEST                key prefix of the newest finished version
+
+The launcher moves `checkpoints/<model>/LATEST` once a job's version is complete (manifest
+present, every listed file present). The daemon's checkpoint poll (`pull`) downloads what it
+names into a staging folder under `data_dir/checkpoints/<model>`, verifies every sha256 with
+`training.publish.verify_version`, renames it into place and moves the local `LATEST`; the
+hot-loader then picks it up like a locally trained version.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from infra.cloud import Cloud
+from infra.settings import AwsSettings
+
+log = structlog.get_logger(__name__)
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+
+
+@dataclass
+class PullResult:
+    """What one `pull` did: the version it installed, and versions it refused (and why)."""
+
+    installed: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class S3Exchange:
+    def __init__(self, settings: AwsSettings, account: str, cloud: Cloud | None = None) -> None:
+        self.settings = settings
+        self.cloud = cloud or Cloud(settings, account)
+        self.bucket = settings.bucket
+        self.root = settings.root(account)
+
+    @property
+    def s3(self) -> Any:
+        return self.cloud.s3
+
+    def job_prefix(self, job_id: str) -> str:
+        return f"{self.root}/jobs/{job_id}"
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    # --- launcher side: what the instance needs --------------------------------------
+    def upload_job(self, job_id: str, datasets: list[Path], request: dict[str, Any]) -> None:
+        """The dataset snapshot, the request and the trainer's code, for the instance."""
+        prefix = self.job_prefix(job_id)
+        for path in datasets:
+            self.s3.upload_file(str(path), self.bucket, f"{prefix}/datasets/{path.name}")
+        self._put(f"{prefix}/request.json", json.dumps(request, indent=2, sort_keys=True))
+        self._put(f"{prefix}/code.tar.gz", training_code_archive())
+        log.info("exchange.job_uploaded", job_id=job_id, datasets=len(datasets), prefix=prefix)
+
+    def complete_version(self, job_id: str, model_kind: str) -> str | None:
+        """The key prefix of the job's finished version once every file and the manifest are in."""
+        base = f"{self.job_prefix(job_id)}/versions/{model_kind}/"
+        keys = set(self._list(base))
+        for key in sorted(keys):
+            if not key.endswith(f"/{MANIFEST}"):
+                continue
+            prefix = key.removesuffix(f"/{MANIFEST}")
+            try:
+                manifest = json.loads(self._get(key))
+                listed = manifest["files"]
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("exchange.bad_manifest", key=key, error=str(exc))
+                continue
+            missing = [name for name in listed if f"{prefix}/{name}" not in keys]
+            if missing:
+                log.info("exchange.version_incomplete", prefix=prefix, missing=missing[:5])
+                continue
+            return prefix
+        return None
+
+    def status(self, job_id: str, attempt: int) -> str | None:
+        return self._get_or_none(f"{self.job_prefix(job_id)}/status/attempt-{attempt}")
+
+    def log_tail(self, job_id: str, attempt: int, lines: int = 20) -> list[str]:
+        text = self._get_or_none(f"{self.job_prefix(job_id)}/logs/attempt-{attempt}.log")
+        return text.splitlines()[-lines:] if text else []
+
+    def promote(self, model_kind: str, version_prefix: str) -> None:
+        """Point `checkpoints/<model>/LATEST` at a complete version, for every daemon to pull."""
+        self._put(f"{self.root}/checkpoints/{model_kind}/{LATEST}", version_prefix + "\n")
+        log.info("exchange.promoted", model_kind=model_kind, version=version_prefix)
+
+    # --- daemon side --------------------------------------------------------------------
+    def pull(self, model_dir: Path, *, skip: Any = ()) -> PullResult:
+        """Download the version `LATEST` names in S3 if new here, verified, and point LATEST at it.
+
+        A version whose manifest is missing is not complete: it is left for a later poll. One
+        whose files do not match their sha256 is refused (reported in `refused`, and the
+        daemon records it as bad so it is never downloaded again).
+        """
+        from training.publish import CheckpointError, new_staging_dir, set_latest, verify_version
+
+        result = PullResult()
+        try:
+            pointer = self._get_or_none(f"{self.root}/checkpoints/{model_dir.name}/{LATEST}")
+        except (BotoCoreError, ClientError) as exc:
+            # S3 out of reach must not stop the daemon's other checkpoint work; retry next poll.
+            log.warning("exchange.unavailable", error=str(exc))
+            return result
+        if not pointer:
+            return result
+        prefix = pointer.strip()
+        version = prefix.rsplit("/", 1)[-1]
+        if version in skip or (model_dir / version).is_dir():
+            return result
+        keys = self._list(prefix + "/")
+        if f"{prefix}/{MANIFEST}" not in keys:
+            log.info("exchange.version_incomplete", version=version, reason="no manifest")
+            return result
+        staging = new_staging_dir(model_dir)
+        try:
+            folder = staging / version
+            for key in keys:
+                target = folder / key.removeprefix(prefix + "/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(self.bucket, key, str(target))
+            verify_version(folder, expected_kind=model_dir.name)
+            os.rename(folder, model_dir / version)
+        except CheckpointError as exc:
+            result.refused[version] = str(exc)
+            log.error("exchange.version_refused", version=version, reason=str(exc))
+            return result
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        set_latest(model_dir, version)
+        result.installed = version
+        log.info("exchange.version_pulled", version=version, files=len(keys))
+        return result
+
+    # --- S3 helpers -----------------------------------------------------------------
+    def _list(self, prefix: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def _put(self, key: str, body: str | bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def _get(self, key: str) -> str:
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+
+    def _get_or_none(self, key: str) -> str | None:
+        try:
+            return self._get(key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise
+
+
+def training_code_archive() -> bytes:
+    """The `training` package as a .tar.gz: the instance runs the same code as this host."""
+    import training
+
+    package = Path(training.__file__).parent
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(package.rglob("*.py")):
+            archive.add(path, arcname=str(path.relative_to(package.parent)))
+    return buffer.getvalue()

@@ -1,0 +1,239 @@
+"""Spot capacity: an EC2 `CreateFleet` of type `instant` for one GPU instance.
+
+One request lists every configured instance type in every subnet of a zone group, lets the
+`price-capacity-optimized` strategy choose, and caps the price. Zones are tried in order: the
+data volume's zone first (no relocation needed), then the others. The per-job user-data goes
+into a new launch template version (CreateFleet takes no user-data of its own), which is
+deleted with the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+from infra.backends.base import LaunchError
+from infra.cloud import ROLE_TRAINER, TAG_JOB, Cloud
+
+log = structlog.get_logger(__name__)
+
+WAIT = {"Delay": 5, "MaxAttempts": 120}
+
+
+@dataclass(frozen=True)
+class Launched:
+    fleet_id: str
+    instance_id: str
+    instance_type: str
+    availability_zone: str
+
+
+class Fleets:
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.ec2 = cloud.ec2
+        self.settings = cloud.settings
+
+    def subnets_by_zone(self) -> dict[str, list[str]]:
+        """Usable subnets per zone, zones in the configured order of preference."""
+        settings = self.settings
+        if settings.subnet_ids:
+            found = self.ec2.describe_subnets(SubnetIds=settings.subnet_ids)["Subnets"]
+        else:  # the default VPC's subnets (filtered here rather than by a server-side filter)
+            found = [s for s in self.ec2.describe_subnets()["Subnets"] if s.get("DefaultForAz")]
+        zones: dict[str, list[str]] = {}
+        for subnet in found:
+            zones.setdefault(subnet["AvailabilityZone"], []).append(subnet["SubnetId"])
+        order = settings.availability_zones or sorted(zones)
+        return {zone: zones[zone] for zone in order if zone in zones}
+
+    def job_template(self, base_template_id: str, user_data: str, job_id: str) -> str:
+        """A launch template for one job: the setup template's data plus the job's user-data.
+
+        A template of its own rather than a version of the base one, so that cleanup can delete
+        it whole (and moto, which the tests run against, has no DeleteLaunchTemplateVersions).
+        """
+        base = self.ec2.describe_launch_template_versions(
+            LaunchTemplateId=base_template_id, Versions=["$Default"]
+        )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        data = dict(base)
+        # Only instance and volume tags belong in template data (moto echoes the template's own).
+        data["TagSpecifications"] = [
+            spec
+            for spec in base.get("TagSpecifications", [])
+            if spec["ResourceType"] in ("instance", "volume")
+        ]
+        data["UserData"] = base64.b64encode(user_data.encode()).decode()
+        template = self.ec2.create_launch_template(
+            LaunchTemplateName=self.job_template_name(job_id),
+            VersionDescription=f"parrotbot job {job_id}",
+            LaunchTemplateData=data,
+            TagSpecifications=[
+                self.cloud.tag_spec("launch-template", ROLE_TRAINER, **{TAG_JOB: job_id})
+            ],
+        )
+        return template["LaunchTemplate"]["LaunchTemplateId"]
+
+    def job_template_name(self, job_id: str) -> str:
+        return self.settings.resource_name(self.cloud.account, f"job-{job_id}")
+
+    def job_templates(self) -> dict[str, str]:
+        """Job id → template id of every job template of this account still there."""
+        prefix = self.job_template_name("")
+        pages = self.ec2.get_paginator("describe_launch_templates").paginate()
+        return {
+            template["LaunchTemplateName"].removeprefix(prefix): template["LaunchTemplateId"]
+            for page in pages
+            for template in page["LaunchTemplates"]
+            if template["LaunchTemplateName"].startswith(prefix)
+        }
+
+    def delete_job_template(self, job_id: str) -> bool:
+        try:
+            self.ec2.delete_launch_template(LaunchTemplateName=self.job_template_name(job_id))
+        except ClientError:
+            return False  # already gone
+        return True
+
+    def launch(self, template_id: str, job_id: str, prefer_zone: str | None) -> Launched:
+        """One spot instance, in `prefer_zone` when it has capacity, else in another zone."""
+        zones = self.subnets_by_zone()
+        if not zones:
+            raise LaunchError("no subnet to launch in (check training.aws.subnet_ids and zones)")
+        groups = [[prefer_zone]] if prefer_zone in zones else []
+        groups.append([zone for zone in zones if zone != prefer_zone])
+        errors: list[str] = []
+        for group in groups:
+            if not group:
+                continue
+            launched = self._try(template_id, job_id, group, zones, errors)
+            if launched is not None:
+                return launched
+        raise LaunchError("no spot capacity: " + ("; ".join(errors) or "no instance returned"))
+
+    def _try(
+        self,
+        template_id: str,
+        job_id: str,
+        group: list[str],
+        zones: dict[str, list[str]],
+        errors: list[str],
+    ) -> Launched | None:
+        settings = self.settings
+        overrides = [
+            {"InstanceType": instance_type, "SubnetId": subnet}
+            | ({"MaxPrice": f"{settings.max_price}"} if settings.max_price else {})
+            for zone in group
+            for subnet in zones[zone]
+            for instance_type in settings.instance_types
+        ]
+        spot_options: dict[str, Any] = {
+            "AllocationStrategy": "price-capacity-optimized",
+            "InstanceInterruptionBehavior": "terminate",
+        }
+        if settings.max_price:
+            spot_options["MaxTotalPrice"] = f"{settings.max_price}"
+        reply = self.ec2.create_fleet(
+            Type="instant",
+            TargetCapacitySpecification={
+                "TotalTargetCapacity": 1,
+                "DefaultTargetCapacityType": "spot",
+            },
+            SpotOptions=spot_options,
+            LaunchTemplateConfigs=[
+                {
+                    "LaunchTemplateSpecification": {
+                        "LaunchTemplateId": template_id,
+                        "Version": "$Latest",
+                    },
+                    "Overrides": overrides,
+                }
+            ],
+            TagSpecifications=[
+                self.cloud.tag_spec("fleet", ROLE_TRAINER, **{TAG_JOB: job_id}),
+                self.cloud.tag_spec("instance", ROLE_TRAINER, **{TAG_JOB: job_id}),
+            ],
+        )
+        fleet_id = reply["FleetId"]
+        for error in reply.get("Errors", []):
+            errors.append(f"{error.get('ErrorCode')}: {error.get('ErrorMessage')}")
+        instances = [i for i in reply.get("Instances", []) if i.get("InstanceIds")]
+        if not instances:
+            self.delete(fleet_id)
+            log.warning("fleet.no_capacity", zones=group, errors=errors)
+            return None
+        instance_id = instances[0]["InstanceIds"][0]
+        described = self.describe(instance_id)
+        launched = Launched(
+            fleet_id=fleet_id,
+            instance_id=instance_id,
+            instance_type=described["InstanceType"],
+            availability_zone=described["Placement"]["AvailabilityZone"],
+        )
+        log.info("fleet.launched", **launched.__dict__)
+        return launched
+
+    def describe(self, instance_id: str) -> dict[str, Any]:
+        reply = self.ec2.describe_instances(InstanceIds=[instance_id])
+        return reply["Reservations"][0]["Instances"][0]
+
+    def spot_price(self, instance_type: str, zone: str) -> float | None:
+        """The current spot price in USD per hour, for the cost estimate."""
+        try:
+            history = self.ec2.describe_spot_price_history(
+                InstanceTypes=[instance_type],
+                Filters=[{"Name": "availability-zone", "Values": [zone]}],
+                ProductDescriptions=["Linux/UNIX"],
+                StartTime=dt.datetime.now(dt.UTC),
+                MaxResults=1,
+            )["SpotPriceHistory"]
+        except ClientError as exc:
+            log.warning("fleet.spot_price_unknown", error=str(exc))
+            return None
+        return float(history[0]["SpotPrice"]) if history else None
+
+    def terminate(self, instance_id: str, fleet_id: str | None) -> None:
+        """Delete the fleet (terminating its instance) and wait until the instance is gone."""
+        if fleet_id:
+            self.delete(fleet_id)
+        self.ec2.terminate_instances(InstanceIds=[instance_id])
+        self.ec2.get_waiter("instance_terminated").wait(
+            InstanceIds=[instance_id], WaiterConfig=WAIT
+        )
+
+    def delete(self, fleet_id: str) -> None:
+        try:
+            self.ec2.delete_fleets(FleetIds=[fleet_id], TerminateInstances=True)
+        except ClientError as exc:
+            log.warning("fleet.not_deleted", fleet_id=fleet_id, error=str(exc))
+
+
+def launch_template_data(cloud: Cloud) -> dict[str, Any]:
+    """The template every job's instance starts from (setup creates it; jobs add user-data)."""
+    settings = cloud.settings
+    data: dict[str, Any] = {
+        "ImageId": settings.ami_id,
+        "InstanceType": settings.instance_types[0],
+        "IamInstanceProfile": {"Name": settings.resource_name(cloud.account, "trainer")},
+        # IMDSv2 only; instance tags readable from the metadata (the volume id travels there).
+        "MetadataOptions": {
+            "HttpTokens": "required",
+            "HttpEndpoint": "enabled",
+            "HttpPutResponseHopLimit": 1,
+            "InstanceMetadataTags": "enabled",
+        },
+        # `shutdown -h` from inside ends the instance for good: nothing is left running.
+        "InstanceInitiatedShutdownBehavior": "terminate",
+        # The AMI's root volume keeps its DeleteOnTermination; tagged so gc can account for it.
+        "TagSpecifications": [cloud.tag_spec("volume", ROLE_TRAINER)],
+    }
+    if settings.key_name:
+        data["KeyName"] = settings.key_name
+    if settings.security_group_ids:
+        data["SecurityGroupIds"] = settings.security_group_ids
+    return data

@@ -1,0 +1,241 @@
+"""The launcher: consumes the retrain queue and drives each job to an outcome on a backend.
+
+One launcher runs one job at a time. It runs in its own process (`parrotbot launcher`, the
+Procfile's second process) or, for the offline default, as a thread inside the daemon. Several
+launchers may consume one account's queue; the queue keeps one job per model in flight and
+hands a dead launcher's job to a live one, which adopts the attempt where it stood.
+
+A job's life: queued → launching → running → done | failed; an interrupted attempt (a spot
+reclaim, a launcher stopping a local trainer) goes back to queued and runs again, resuming
+from its last checkpoint, until `max_attempts` is spent.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+import structlog
+
+from infra.backends.base import Backend, LaunchError, Outcome, OutcomeKind, Run
+from infra.job import Job, JobState
+from infra.keys import LAUNCHER_GROUP
+from infra.retrain_queue import Delivery, RetrainQueue
+
+log = structlog.get_logger(__name__)
+
+# Consumers with nothing pending and silent this long are dropped from the group's listing.
+STALE_CONSUMER_MS = 24 * 3600 * 1000
+
+
+class Launcher:
+    def __init__(
+        self,
+        queue: RetrainQueue,
+        backend: Backend,
+        *,
+        claim_idle_seconds: float = 60.0,
+        max_attempts: int = 3,
+        block_ms: int = 1000,
+        consumer: str | None = None,
+    ) -> None:
+        """No threads or connections here: `run()` (or `start()`) begins consuming."""
+        self.queue = queue
+        self.backend = backend
+        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        self.max_attempts = max_attempts
+        self.block_ms = block_ms
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.stop_event = threading.Event()
+        self.stop_timeout = 8.0
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        """Consume in a background thread (the daemon's in-process launcher)."""
+        self._thread = threading.Thread(target=self.run, name="launcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop consuming; a job in flight is interrupted (local) or left to be adopted (aws)."""
+        self.stop_timeout = timeout
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 2.0)
+
+    def run(self) -> None:
+        log.info("launcher.started", consumer=self.consumer, backend=self.backend.name)
+        ready = False
+        while not self.stop_event.is_set():
+            try:
+                if not ready:
+                    self.queue.ensure_group()
+                    self._forget_stale_consumers()
+                    ready = True
+                self.step()
+            except redis.RedisError as exc:
+                log.warning("redis.unavailable", error=str(exc), during="launcher")
+                self.stop_event.wait(1.0)
+            except Exception:
+                log.exception("launcher.step_failed")
+                self.stop_event.wait(1.0)
+        log.info("launcher.stopped", consumer=self.consumer)
+
+    def step(self) -> bool:
+        """Take one job that can run now and drive it; False when there was none."""
+        self.queue.reclaim(self.consumer, self.claim_idle_ms)
+        for delivery in self.queue.pending(self.consumer):
+            if self._process(delivery):
+                return True
+        if self.stop_event.is_set():
+            return False
+        for delivery in self.queue.read_new(self.consumer, self.block_ms):
+            if self._process(delivery):
+                return True
+        return False
+
+    # --- one job ---------------------------------------------------------------------
+    def _process(self, delivery: Delivery) -> bool:
+        job = self.queue.get(delivery.job_id) if delivery.job_id else None
+        if job is None or job.state.terminal:
+            # Trimmed, or its outcome is recorded already: nothing to run.
+            self.queue.ack(delivery.entry_id)
+            return False
+        if not self.queue.acquire(job):
+            log.debug("launcher.job_waiting", job_id=job.id, model_kind=job.model_kind)
+            return False
+        with structlog.contextvars.bound_contextvars(job_id=job.id):
+            log.info("launcher.job_taken", trigger=job.trigger, state=job.state.value)
+            self._drive(job, delivery.entry_id)
+        return True
+
+    def _drive(self, job: Job, entry_id: str) -> None:
+        while True:
+            if self.stop_event.is_set():
+                self.queue.release(entry_id, self.consumer)
+                return
+            run = self._adopt(job)
+            if run is None:
+                if job.attempt >= self.max_attempts:
+                    self._finish(job, entry_id, _failed(f"gave up after {job.attempt} attempts"))
+                    return
+                run = self._launch(job, entry_id)
+                if run is None:
+                    return
+            outcome = self._follow(job, entry_id, run)
+            if outcome is None:
+                return  # left for another launcher, or requeued by a stop
+            run.cleanup()
+            if outcome.kind is OutcomeKind.INTERRUPTED:
+                self.queue.set_state(
+                    job, JobState.QUEUED, outcome=f"interrupted: {outcome.detail}",
+                    log_tail=outcome.log_tail or run.log_tail(),
+                )  # fmt: skip
+                log.warning("launcher.job_requeued", reason=outcome.detail, attempt=job.attempt)
+                continue
+            self._finish(job, entry_id, outcome, run)
+            return
+
+    def _adopt(self, job: Job) -> Run | None:
+        if job.state not in (JobState.LAUNCHING, JobState.RUNNING) or not job.instance_id:
+            return None
+        run = self.backend.adopt(job)
+        if run is not None:
+            self.queue.set_state(job, JobState.RUNNING, consumer=self.consumer)
+            log.info("launcher.job_adopted", instance_id=run.instance_id, attempt=job.attempt)
+        return run
+
+    def _launch(self, job: Job, entry_id: str) -> Run | None:
+        now = time.time()
+        self.queue.set_state(
+            job,
+            JobState.LAUNCHING,
+            attempt=job.attempt + 1,
+            consumer=self.consumer,
+            backend=self.backend.name,
+            started_at=job.started_at or now,
+            cost_prior_attempts=job.cost_estimate,
+            instance_id="",
+            fleet_id="",
+        )
+        try:
+            run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+        except LaunchError as exc:
+            self._finish(job, entry_id, _failed(str(exc)))
+            return None
+        self.queue.set_state(job, JobState.RUNNING, instance_id=run.instance_id)
+        return run
+
+    def _follow(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
+        """Poll the run until it has an outcome; None when this launcher let go of the job."""
+        limit = self.backend.max_run_seconds
+        while True:
+            outcome = run.poll()
+            self.queue.update(job, cost_estimate=job.cost_prior_attempts + run.cost())
+            if outcome is not None:
+                return outcome
+            if limit is not None and job.started_at and time.time() - job.started_at > limit:
+                reason = f"max run time of {limit:.0f} s exceeded"
+                log.error("launcher.job_timed_out", limit_seconds=limit)
+                run.terminate(reason)
+                return _failed(reason, run.log_tail())
+            if not self.queue.touch(entry_id, self.consumer):
+                log.warning("launcher.job_lost", reason="another launcher claimed the job")
+                if not self.backend.survives_launcher:
+                    run.interrupt(self.stop_timeout)
+                return None
+            if self.stop_event.wait(self.backend.poll_seconds):
+                return self._let_go(job, entry_id, run)
+
+    def _let_go(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
+        """The launcher is stopping: hand the job on rather than lose it."""
+        if self.backend.survives_launcher:
+            log.info("launcher.job_left", instance_id=run.instance_id)
+        else:
+            run.interrupt(self.stop_timeout)
+            outcome = run.poll()
+            run.cleanup()
+            if outcome is not None and outcome.kind is OutcomeKind.DONE:
+                return outcome  # it published just in time
+            self.queue.set_state(
+                job, JobState.QUEUED, outcome="interrupted: launcher stopped",
+                log_tail=run.log_tail(),
+            )  # fmt: skip
+            log.info("launcher.job_requeued", reason="launcher stopped", attempt=job.attempt)
+        self.queue.release(entry_id, self.consumer)
+        return None
+
+    def _finish(self, job: Job, entry_id: str, outcome: Outcome, run: Run | None = None) -> None:
+        state = JobState.DONE if outcome.kind is OutcomeKind.DONE else JobState.FAILED
+        tail = outcome.log_tail or (run.log_tail() if run is not None else [])
+        fields: dict[str, Any] = {"outcome": outcome.detail, "log_tail": tail}
+        if outcome.version:
+            fields["version"] = outcome.version
+        self.queue.finish(job, entry_id, state, **fields)
+        duration = job.duration
+        if state is JobState.DONE:
+            log.info(
+                "launcher.job_done",
+                version=outcome.version,
+                attempts=job.attempt,
+                duration_s=round(duration or 0, 1),
+                cost_usd=round(job.cost_estimate, 4),
+            )
+        else:
+            log.error("launcher.job_failed", reason=outcome.detail, attempts=job.attempt, tail=tail)
+
+    def _forget_stale_consumers(self) -> None:
+        client = self.queue.redis
+        stream = self.queue.keys.stream
+        for consumer in client.xinfo_consumers(stream, LAUNCHER_GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > STALE_CONSUMER_MS:
+                client.xgroup_delconsumer(stream, LAUNCHER_GROUP, consumer["name"])
+
+
+def _failed(detail: str, tail: list[str] | None = None) -> Outcome:
+    return Outcome(OutcomeKind.FAILED, detail, log_tail=tail or [])

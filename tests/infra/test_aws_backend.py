@@ -1,0 +1,190 @@
+"""Whole jobs on the aws backend: the real launcher and queue, Redis, and moto_server.
+
+moto does not run user-data, so the tests play the instance's part: they publish a version to
+the job's S3 prefix (what the user-data does after training) or end the instance (what a spot
+reclaim does).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from infra.backends.aws import AwsBackend
+from infra.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
+from infra.exchange import S3Exchange
+from infra.fleet import Fleets
+from infra.job import Job, JobState
+from infra.launcher import Launcher
+from infra.retrain_queue import RetrainQueue
+from infra.settings import AwsSettings
+from infra.setup import setup
+from tests.conftest import SAMPLE_TIMELINE
+from tests.infra.helpers import aws_settings_data, latest_version, live_instances, publish_to_s3
+from tests.retrain_helpers import job_spec, wait_job
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis, account: str) -> RetrainQueue:
+    return RetrainQueue(redis_client, account)
+
+
+@pytest.fixture
+def start_launcher(
+    queue: RetrainQueue, tmp_path: Path, account: str
+) -> Iterator[Callable[[AwsSettings], Launcher]]:
+    started: list[Launcher] = []
+
+    def start(settings: AwsSettings) -> Launcher:
+        backend = AwsBackend(settings, account=account, data_dir=tmp_path / "volume")
+        launcher = Launcher(queue, backend, claim_idle_seconds=60, max_attempts=3, block_ms=100)
+        launcher.start()
+        started.append(launcher)
+        return launcher
+
+    yield start
+    for launcher in started:
+        launcher.stop(timeout=5)
+
+
+def request(queue: RetrainQueue, account: str, tmp_path: Path) -> Job:
+    dataset = tmp_path / "datasets" / "poorrichard.jsonl"
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    dataset.write_bytes(SAMPLE_TIMELINE.read_bytes())
+    return queue.request(job_spec(account, [str(dataset)])).job
+
+
+def running_on(queue: RetrainQueue, job_id: str, cloud: Cloud, attempt: int = 1) -> Job:
+    """Wait until the attempt's instance is tagged with the volume (the user-data's cue)."""
+
+    def ready(job: Job) -> bool:
+        if job.state is not JobState.RUNNING or job.attempt != attempt:
+            return False
+        (instance,) = [i for i in cloud.instances() if i["InstanceId"] == job.instance_id]
+        return tag_value(instance, TAG_VOLUME) is not None
+
+    return wait_job(queue, job_id, ready, f"ran attempt {attempt}")
+
+
+def user_data(cloud: Cloud, instance_id: str) -> str:
+    reply = cloud.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    return base64.b64decode(reply["UserData"]["Value"]).decode()
+
+
+def act_as_instance(cloud: Cloud, job: Job, trained_checkpoints: Path) -> str:
+    """What the user-data does after training: publish the version, manifest last."""
+    source = latest_version(trained_checkpoints)
+    exchange = S3Exchange(cloud.settings, cloud.account, cloud)
+    prefix = f"{exchange.job_prefix(job.id)}/versions/char_rnn/{source.name}"
+    publish_to_s3(cloud, prefix, source)
+    return source.name
+
+
+def assert_nothing_left(cloud: Cloud, job: Job) -> None:
+    assert live_instances(cloud) == []
+    assert cloud.fleets() == []
+    assert [v["VolumeId"] for v in cloud.volumes()] == [cloud.volumes("data")[0]["VolumeId"]]
+    assert cloud.volumes("data")[0]["State"] == "available"  # detached
+    assert Fleets(cloud).job_templates() == {}
+
+
+def test_a_job_goes_queued_launching_running_done_and_cleans_up(
+    cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path,
+    trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings)
+    job = running_on(queue, job.id, cloud)
+    (volume,) = cloud.volumes("data")
+    (instance,) = [i for i in cloud.instances() if i["InstanceId"] == job.instance_id]
+    assert instance["InstanceLifecycle"] == "spot"
+    assert instance["Placement"]["AvailabilityZone"] == volume["AvailabilityZone"]  # preferred
+    assert tag_value(instance, TAG_JOB) == job.id
+    script = user_data(cloud, job.instance_id)
+    assert f"JOB_ID={job.id}" in script and "ATTEMPT=1" in script
+    assert "SECRET" not in script.upper().replace("NO SECRETS", "")
+    exchange = S3Exchange(cloud.settings, account, cloud)
+    assert exchange._get_or_none(f"{exchange.job_prefix(job.id)}/datasets/poorrichard.jsonl")
+
+    version = act_as_instance(cloud, job, trained_checkpoints)
+    job = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert job.state is JobState.DONE and job.version == version
+    assert queue.history(job.id) == ["queued", "launching", "running", "done"]
+    assert job.spot_price is not None and job.cost_estimate > 0
+    assert job.instance_type in cloud.settings.instance_types
+    pointer = exchange._get_or_none(f"{exchange.root}/checkpoints/char_rnn/LATEST")
+    assert pointer.strip().endswith(f"/{job.id}/versions/char_rnn/{version}")
+    assert_nothing_left(cloud, job)
+
+
+def test_an_interrupted_job_is_requeued_and_resumes_on_the_same_volume(
+    cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path,
+    trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings)
+    first = running_on(queue, job.id, cloud)
+    (volume,) = cloud.volumes("data")
+    cloud.ec2.terminate_instances(InstanceIds=[first.instance_id])  # AWS reclaims the spot
+
+    second = running_on(queue, job.id, cloud, attempt=2)
+    assert second.instance_id != first.instance_id
+    (instance,) = [i for i in cloud.instances() if i["InstanceId"] == second.instance_id]
+    assert tag_value(instance, TAG_VOLUME) == volume["VolumeId"]  # the checkpoints are there
+    assert "ATTEMPT=2" in user_data(cloud, second.instance_id)
+    assert second.outcome.startswith("interrupted")
+
+    act_as_instance(cloud, second, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 2
+    assert queue.history(job.id) == [
+        "queued", "launching", "running", "queued", "launching", "running", "done",
+    ]  # fmt: skip
+    assert_nothing_left(cloud, done)
+
+
+def test_capacity_only_elsewhere_moves_the_volume_first(
+    cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path,
+    ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)  # the data volume lands in us-east-1a
+    (old,) = cloud.volumes("data")
+    assert old["AvailabilityZone"] == "us-east-1a"
+    elsewhere = AwsSettings.model_validate(
+        aws_settings_data(ami_id, bucket=cloud.settings.bucket, availability_zones=["us-east-1b"])
+    )
+    job = request(queue, account, tmp_path)
+    start_launcher(elsewhere)
+    job = running_on(queue, job.id, cloud)
+    (new,) = cloud.volumes("data")
+    assert new["AvailabilityZone"] == job.availability_zone == "us-east-1b"
+    assert new["VolumeId"] != old["VolumeId"]
+    (instance,) = [i for i in cloud.instances() if i["InstanceId"] == job.instance_id]
+    assert tag_value(instance, TAG_VOLUME) == new["VolumeId"]
+    act_as_instance(cloud, job, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE
+    assert_nothing_left(cloud, done)
+    assert cloud.snapshots() == []
+
+
+def test_a_job_past_its_max_run_time_is_terminated_and_failed(
+    cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path, ami_id: str
+) -> None:
+    setup(cloud)
+    short = AwsSettings.model_validate(
+        aws_settings_data(ami_id, bucket=cloud.settings.bucket, max_run_seconds=1)
+    )
+    job = request(queue, account, tmp_path)
+    start_launcher(short)
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert failed.state is JobState.FAILED
+    assert "max run time" in failed.outcome
+    assert failed.instance_id.startswith("i-")
+    assert_nothing_left(cloud, failed)

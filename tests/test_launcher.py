@@ -1,0 +1,115 @@
+"""The launcher with the local backend: the real trainer as a child process, real Redis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.config import FilterConfig, GenerationConfig
+from bot.generation import GenerationService
+from bot.hotload import CheckpointWatcher
+from bot.state import BotState
+from infra.backends.local import LocalBackend
+from infra.job import Job, JobState
+from infra.launcher import Launcher
+from infra.retrain_queue import RetrainQueue
+from tests.conftest import SAMPLE_TIMELINE
+from tests.retrain_helpers import job_spec, wait_job
+from training.publish import read_latest
+
+TINY = {"units": 16, "embedding_dim": 8, "seq_len": 16, "epochs": 1, "batch_size": 64}
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis, account: str) -> RetrainQueue:
+    return RetrainQueue(redis_client, account)
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    datasets = tmp_path / "volume" / "datasets"
+    datasets.mkdir(parents=True)
+    shutil.copyfile(SAMPLE_TIMELINE, datasets / "poorrichard.jsonl")
+    return tmp_path / "volume"
+
+
+@pytest.fixture
+def launchers(queue: RetrainQueue, volume: Path) -> Iterator[Callable[[], Launcher]]:
+    started: list[Launcher] = []
+
+    def start() -> Launcher:
+        launcher = Launcher(queue, LocalBackend(volume), claim_idle_seconds=60, block_ms=100)
+        launcher.start()
+        started.append(launcher)
+        return launcher
+
+    yield start
+    for launcher in started:
+        launcher.stop(timeout=5)
+
+
+def request(queue: RetrainQueue, account: str, volume: Path, dataset: str = "poorrichard") -> Job:
+    path = str(volume / "datasets" / f"{dataset}.jsonl")
+    return queue.request(job_spec(account, [path], model_config=TINY)).job
+
+
+def test_the_local_backend_trains_and_the_result_is_hot_loaded(
+    queue: RetrainQueue, launchers, account: str, volume: Path, redis_client: redis.Redis
+) -> None:
+    job = request(queue, account, volume)
+    launchers()
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE, done.log_tail
+    model_dir = volume / "checkpoints" / "char_rnn"
+    assert done.version == read_latest(model_dir)
+    assert done.instance_id.startswith("local:") and done.cost_estimate == 0
+    assert queue.history(job.id) == ["queued", "launching", "running", "done"]
+    assert queue.in_flight("char_rnn") == (None, None)
+
+    service = GenerationService(GenerationConfig(max_length=40), FilterConfig())
+    watcher = CheckpointWatcher(model_dir, "char_rnn", service, BotState(redis_client, account))
+    assert watcher.check() and service.current.version == done.version
+
+
+def test_a_stopped_launchers_job_is_requeued_and_finished_by_the_next(
+    queue: RetrainQueue, launchers, account: str, volume: Path
+) -> None:
+    job = request(queue, account, volume)
+    first = launchers()
+    running = wait_job(queue, job.id, lambda j: j.state is JobState.RUNNING, "ran")
+    pid = int(running.instance_id.rsplit(":", 1)[1])
+    first.stop(timeout=5)
+    stopped = queue.get(job.id)
+    assert stopped.state is JobState.QUEUED and stopped.outcome == "interrupted: launcher stopped"
+    assert not _alive(pid), "the trainer must not outlive its launcher's stop"
+
+    launchers()  # takes the released entry at once, without waiting for claim_idle
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 2, done.log_tail
+    assert queue.history(job.id)[-4:] == ["queued", "launching", "running", "done"]
+
+
+def test_a_failing_trainer_fails_the_job_with_its_log_tail(
+    queue: RetrainQueue, launchers, account: str, volume: Path
+) -> None:
+    (volume / "datasets" / "broken.jsonl").write_text("{not json\n")
+    job = request(queue, account, volume, dataset="broken")
+    launchers()
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert failed.state is JobState.FAILED
+    assert failed.outcome.startswith("trainer failed") and "broken.jsonl" in failed.outcome
+    assert any("train.failed" in line for line in failed.log_tail)
+    assert failed.attempt == 1, "a failure is not retried"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()[:64]
