@@ -156,6 +156,39 @@ def _restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_step(
+    model: Any,
+    optimizer: Any,
+    scaler: Any,
+    micro_batches: Sequence[Sequence[torch.Tensor]],
+    dtype: torch.dtype | None,
+    grad_clip: float,
+) -> torch.Tensor:
+    """One optimizer step over ``micro_batches`` (gradient accumulation); the mean loss.
+
+    The loss comes back as a detached device tensor, so a caller that does not log this step
+    never waits for the GPU.
+    """
+    total = torch.zeros((), device=micro_batches[0][0].device)
+    n = len(micro_batches)
+    for k, (ids, labels, pos) in enumerate(micro_batches):
+        # DDP: only the last micro-batch synchronises gradients.
+        with dist.no_sync(model, last=k == n - 1):
+            with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
+                loss_sum, count = token_loss(model, ids, labels, pos)
+                loss = loss_sum / count.clamp(min=1) / n
+            scaler.scale(loss).backward()
+        total += loss.detach().float()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(
+        [p for group in optimizer.param_groups for p in group["params"]], grad_clip
+    )
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
 def fit(
     train_texts: Sequence[str],
     val_texts: Sequence[str],
@@ -263,30 +296,18 @@ def fit(
         lr = lr_at(step, settings, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        step_loss, step_count = 0.0, 0
+        micro_batches, step_count = [], 0
         for k in range(accum):
-            micro = step * accum + k
-            epoch, index = divmod(micro, micro_per_epoch)
+            epoch, index = divmod(step * accum + k, micro_per_epoch)
             perm = epoch_permutation(settings.seed, epoch, len(train_blocks))
             width = batch * dist.world_size()
             rows = perm[index * width : (index + 1) * width][dist.rank() :: dist.world_size()]
-            ids, labels, pos = to_device(train_blocks, rows, device)
-            # DDP: only the last micro-batch synchronises gradients.
-            with dist.no_sync(model, last=k == accum - 1):
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss_sum, count = token_loss(model, ids, labels, pos)
-                    loss = loss_sum / count.clamp(min=1) / accum
-                scaler.scale(loss).backward()
-            step_loss += float(loss.detach()) * accum
+            micro_batches.append(to_device(train_blocks, rows, device))
             step_count += int(train_blocks.row_tokens[rows].sum())
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), settings.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(model, optimizer, scaler, micro_batches, dtype, settings.grad_clip)
         state["step"] = step = step + 1
         state["elapsed"] = time.monotonic() - started
-        window_loss += step_loss / accum
+        window_loss += loss  # a device tensor: no host sync until the next log line
         window_tokens += step_count * dist.world_size()
         window_steps += 1
         stop_now = dist.any_flag(stop.is_set(), device)
@@ -295,7 +316,7 @@ def fit(
         logged = step % settings.log_interval == 0 or is_eval or stop_now
         if logged:
             now = time.monotonic()
-            train_loss = window_loss / window_steps
+            train_loss = float(window_loss) / window_steps
             state["train_loss"] = train_loss
             tps = window_tokens / max(now - window_start, 1e-9)
             if is_eval:
