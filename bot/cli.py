@@ -176,7 +176,7 @@ def train(
         resume=resume,
     )
     stop = StopRequest()
-    install_signal_handlers(stop)
+    restore_signals = install_signal_handlers(stop)
     try:
         manifest = run_training(json.loads(request.to_json()), stop=stop)
     except TrainingStopped as exc:
@@ -185,6 +185,8 @@ def train(
     except (DatasetError, ResumeError, ValueError) as exc:
         typer.echo(f"cannot train: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        restore_signals()
     val = "n/a" if manifest.val_loss is None else f"{manifest.val_loss:.4f}"
     typer.echo(
         f"published {kind} version {manifest.version} (step {manifest.step}, val loss {val}) "

@@ -29,7 +29,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -270,11 +270,12 @@ class StopRequest(threading.Event):
     signal_name: str | None = None
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
+def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
     """First SIGTERM/SIGINT: checkpoint after the current batch and wrap up; second: exit now.
 
     The handler only sets the flag. Logging from it could deadlock: it runs between two
     bytecodes of the main thread, possibly while that thread holds the log writer's lock.
+    Returns a function that puts the previous handlers back (for in-process callers).
     """
 
     def handle(signum: int, _frame: FrameType | None) -> None:
@@ -287,8 +288,13 @@ def install_signal_handlers(stop: threading.Event) -> None:
             stop.signal_name = name
         stop.set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
