@@ -203,6 +203,7 @@ def fit(
                 lr=config.learning_rate, elapsed_s=state["elapsed"],
             )  # fmt: skip
         save_checkpoint()
+        window_start = time.monotonic()  # chars/s counts training, not validation
         if on_epoch is not None:
             on_epoch(
                 EpochReport(

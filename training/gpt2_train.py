@@ -52,6 +52,8 @@ class EvalReport:
     val_loss: float
     perplexity: float
     best: bool
+    train_seconds: float  # time in training steps only (no evaluation, no checkpoints)
+    tokens: int  # tweet tokens trained on so far (padding not counted)
 
 
 @dataclass
@@ -235,6 +237,7 @@ def fit(
 
     state: dict[str, Any] = {"step": 0, "best_val": math.inf, "best_step": None, "bad_evals": 0}
     state |= {"elapsed": 0.0, "train_loss": None, "val_loss": None}
+    state |= {"train_seconds": 0.0, "tokens": 0}
     if resume:
         path, ckpt = load_newest(run_dir, lambda p: torch.load(p, weights_only=False))
         raw_model.load_state_dict(ckpt["model"])
@@ -274,7 +277,10 @@ def fit(
                 atomic_write(run_dir / BEST_FILE, lambda f: torch.save(weights, f))
         else:
             state["bad_evals"] += 1
-        report = EvalReport(state["step"], train_loss, val, math.exp(min(val, 50)), better)
+        report = EvalReport(
+            state["step"], train_loss, val, math.exp(min(val, 50)), better,
+            state["train_seconds"], state["tokens"],
+        )  # fmt: skip
         log.info("gpt2.eval", **report.__dict__)
         if on_eval is not None:
             on_eval(report)
@@ -293,6 +299,7 @@ def fit(
     early = False
     while state["step"] < total:
         step = state["step"]
+        step_started = time.monotonic()
         lr = lr_at(step, settings, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -307,6 +314,8 @@ def fit(
         loss = train_step(model, optimizer, scaler, micro_batches, dtype, settings.grad_clip)
         state["step"] = step = step + 1
         state["elapsed"] = time.monotonic() - started
+        state["train_seconds"] += time.monotonic() - step_started
+        state["tokens"] += step_count * dist.world_size()
         window_loss += loss  # a device tensor: no host sync until the next log line
         window_tokens += step_count * dist.world_size()
         window_steps += 1
