@@ -145,7 +145,7 @@ class CharRNNSettings(_Strict):
     seed: int = 0
     early_stopping_patience: Annotated[int, Field(ge=0)] = 5
     checkpoint_interval: Annotated[int, Field(ge=0)] = 500
-    jit_compile: bool = True
+    jit_compile: bool = False
 
 
 class GPT2Settings(_Strict):

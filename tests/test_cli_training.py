@@ -71,7 +71,7 @@ def test_generate_names_a_missing_or_corrupt_checkpoint(
 def test_train_without_a_dataset_and_plot_without_a_log_fail_clearly(
     gpt2_config: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    config, data_dir = gpt2_config
+    config, _ = gpt2_config
     result = runner.invoke(app, ["train", "-p", "nobody", "--model", "char_rnn", "-c", str(config)])
     assert result.exit_code == 1
     assert "nobody.jsonl: dataset file does not exist" in result.stderr

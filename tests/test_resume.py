@@ -51,7 +51,7 @@ def _wait_for(proc: subprocess.Popen[str], event: str, timeout: float = 90) -> l
 
 def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path: Path) -> None:
     dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
-    req = request(tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 120, "eval_interval": 20})
+    req = request(tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 60, "eval_interval": 10})
     proc = _start(tmp_path, req)
     try:
         _wait_for(proc, "train.eval_done")
@@ -64,7 +64,7 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path
             proc.kill()
     events = _events(rest)
     stopped = next(e for e in events if e["event"] == "gpt2.stopping")
-    assert stopped["stop_requested"] and 20 <= stopped["step"] < 120
+    assert stopped["stop_requested"] and 10 <= stopped["step"] < 60
     assert "train.stop_requested" in [e["event"] for e in events]
     (run_dir,) = runs_root(tmp_path / "checkpoints", "gpt2").iterdir()
     assert list_checkpoints(run_dir)[0].name == f"ckpt-{stopped['step']:08d}.pt"
@@ -76,10 +76,10 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path
     assert next(e for e in events if e["event"] == "gpt2.resumed")["step"] == stopped["step"]
     model_dir = tmp_path / "checkpoints" / "gpt2"
     manifest = verify_version(model_dir / str(read_latest(model_dir)), expected_kind="gpt2")
-    assert manifest.step == 120
+    assert manifest.step == 60
     assert {"train.log", "loss.png", "model.safetensors", "tokenizer.json"} <= set(manifest.files)
     steps = [r["step"] for r in read_rows(model_dir / manifest.version / "train.log")]
-    assert steps[0] == 0 and steps[-1] == 120 and steps == sorted(set(steps))
+    assert steps[0] == 0 and steps[-1] == 60 and steps == sorted(set(steps))
 
 
 def test_a_killed_run_publishes_nothing_and_a_corrupt_checkpoint_is_skipped(
@@ -87,7 +87,7 @@ def test_a_killed_run_publishes_nothing_and_a_corrupt_checkpoint_is_skipped(
 ) -> None:
     dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
     req = request(
-        tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 60, "checkpoint_interval": 5}
+        tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 30, "checkpoint_interval": 5}
     )
     proc = _start(tmp_path, req)
     try:
@@ -109,7 +109,7 @@ def test_a_killed_run_publishes_nothing_and_a_corrupt_checkpoint_is_skipped(
     events = {e["event"]: e for e in logs}
     assert events["runs.checkpoint_unreadable"]["path"] == str(newest)
     assert events["gpt2.resumed"]["checkpoint"] == str(older)
-    assert manifest.step == 60
+    assert manifest.step == 30
     assert verify_version(model_dir / manifest.version) == manifest
     assert list_versions(model_dir) == [manifest.version]  # the run folder is never a version
 
@@ -125,8 +125,8 @@ def test_resume_refuses_a_run_made_from_other_data(tmp_path: Path) -> None:
 
 def test_char_rnn_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     """SIGTERM mid-epoch in a real process, then --resume: same steps, loss within noise."""
-    dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl", n=200)
-    config = TINY_RNN | {"epochs": 6, "checkpoint_interval": 0, "early_stopping_patience": 0}
+    dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl", n=150)
+    config = TINY_RNN | {"epochs": 4, "checkpoint_interval": 0, "early_stopping_patience": 0}
     whole = run_training(request(tmp_path / "whole", dataset, "char_rnn", **config))
 
     req = request(tmp_path / "split", dataset, "char_rnn", **config)

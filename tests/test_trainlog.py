@@ -53,7 +53,7 @@ def test_malformed_logs_name_the_file_and_line(tmp_path: Path) -> None:
     path.write_text("step,train_loss\n1,2\n2,abc\n")
     with pytest.raises(ValueError, match=r"train\.log:3: not a number"):
         read_rows(path)
-    with pytest.raises(ValueError, match="no train.log"):
+    with pytest.raises(ValueError, match=r"no train\.log"):
         find_log(tmp_path / "elsewhere")
 
 

@@ -145,7 +145,6 @@ class CharRNN:
             # clipnorm: RNNs see occasional gradient spikes that a high lr turns into NaNs.
             optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            # XLA fuses the recurrent step's small ops; ~10-30% more chars/s on CPU.
             jit_compile=config.jit_compile,
         )
         self._step = tf.function(lambda t, s: self._step_model([t, *s], training=False))

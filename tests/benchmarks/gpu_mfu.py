@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = ids.clone()
     if args.tweet_tokens:
         pos = (torch.arange(t, device=device) % args.tweet_tokens).expand(b, t).contiguous()
-        labels[:, ::args.tweet_tokens] = -100
+        labels[:, :: args.tweet_tokens] = -100
     else:
         pos = torch.arange(t, device=device).expand(b, t).contiguous()
     batch = [(ids, labels, pos)]

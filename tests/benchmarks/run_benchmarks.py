@@ -104,16 +104,34 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
     t_ht = ht.seconds_to(target)
     t_ours = next((t for t, v in ours_curve if v <= target), None)
     return {
-        "config": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd, "vocab": len(tok),
-                   "params": sum(p.numel() for p in fresh().parameters()),
-                   "seconds_per_trainer": seconds},  # fmt: skip
-        "huggingtweets": {"best_val_loss": ht.best, "seconds_to_best": t_ht, "steps": ht.steps,
-                          "tokens_per_s": ht.tokens_per_s, "curve": ht.points},  # fmt: skip
-        "run_clm": {"tokens_per_s": clm.tokens_per_s, "steps": clm.steps,
-                    "val_loss": clm.points[-1][1]},  # fmt: skip
-        "ours": {"useful_tokens_per_s": ours_tps, "best_val_loss": min(v for _, v in ours_curve),
-                 "seconds_to_huggingtweets_best": t_ours, "steps": points[-1].step,
-                 "curve": ours_curve, "settings": settings.to_dict()},  # fmt: skip
+        "config": {
+            "n_layer": n_layer,
+            "n_head": n_head,
+            "n_embd": n_embd,
+            "vocab": len(tok),
+            "params": sum(p.numel() for p in fresh().parameters()),
+            "seconds_per_trainer": seconds,
+        },
+        "huggingtweets": {
+            "best_val_loss": ht.best,
+            "seconds_to_best": t_ht,
+            "steps": ht.steps,
+            "tokens_per_s": ht.tokens_per_s,
+            "curve": ht.points,
+        },
+        "run_clm": {
+            "tokens_per_s": clm.tokens_per_s,
+            "steps": clm.steps,
+            "val_loss": clm.points[-1][1],
+        },
+        "ours": {
+            "useful_tokens_per_s": ours_tps,
+            "best_val_loss": min(v for _, v in ours_curve),
+            "seconds_to_huggingtweets_best": t_ours,
+            "steps": points[-1].step,
+            "curve": ours_curve,
+            "settings": settings.to_dict(),
+        },
         "speedup_vs_huggingtweets_to_loss": (t_ht / t_ours) if t_ht and t_ours else None,
         "useful_tokens_ratio_vs_run_clm": ours_tps / clm.tokens_per_s,
     }
@@ -125,10 +143,9 @@ def bench_char_rnn(scale: float) -> dict[str, Any]:
     train, val = _texts()
     seconds = 90.0 * scale
     base = plain_keras(train, val, seconds)
-    mine = ours(train, val, seconds, units=256, embedding_dim=64, seq_len=100, batch_size=64)
-    mine_lstm = ours(
-        train, val, seconds, units=256, embedding_dim=64, seq_len=100, batch_size=64, cell="lstm"
-    )
+    size = {"units": 256, "embedding_dim": 64, "seq_len": 100, "batch_size": 64}
+    mine = ours(train, val, seconds, **size, jit_compile=True)
+    mine_lstm = ours(train, val, seconds, **size, cell="lstm")
     window = tutorial_windows(train, val, seconds)
     return {
         "seconds_per_trainer": seconds,
@@ -165,7 +182,7 @@ def table(results: dict[str, Any]) -> str:
     if c:
         b, o, w = c["keras_baseline"], c["ours"], c["tutorial_window_model"]
         rows.append(
-            f"| char-RNN chars/s (GRU 256) vs plain Keras LSTM 256 | {_fmt(o['chars_per_s'], 0)}"
+            f"| char-RNN chars/s (GRU 256, XLA) vs plain Keras LSTM 256 | {_fmt(o['chars_per_s'], 0)}"
             f" | {_fmt(b['chars_per_s'], 0)} | {_fmt(c['chars_per_s_ratio_vs_keras_baseline'])}× |"
         )
         rows.append(
@@ -173,7 +190,7 @@ def table(results: dict[str, Any]) -> str:
             f" | {_fmt(o['val_bpc'], 3)} | {_fmt(b['val_bpc'], 3)} | |"
         )
         rows.append(
-            f"| char-RNN chars/s, ours as LSTM 256 | {_fmt(c['ours_lstm']['chars_per_s'], 0)}"
+            f"| char-RNN chars/s, ours as LSTM 256 without XLA | {_fmt(c['ours_lstm']['chars_per_s'], 0)}"
             f" | {_fmt(b['chars_per_s'], 0)}"
             f" | {_fmt(c['lstm_chars_per_s_ratio_vs_keras_baseline'])}× |"
         )

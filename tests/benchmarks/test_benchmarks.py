@@ -8,7 +8,7 @@ import pytest
 
 from tests.benchmarks import run_benchmarks
 
-pytestmark = pytest.mark.benchmark
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(3600)]
 
 
 def test_benchmarks_write_results_and_the_readme_table() -> None:
