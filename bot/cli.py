@@ -187,6 +187,8 @@ def train(
         raise typer.Exit(1) from None
     finally:
         restore_signals()
+    if manifest is None:  # a non-zero rank of a data-parallel launch; rank 0 published
+        return
     val = "n/a" if manifest.val_loss is None else f"{manifest.val_loss:.4f}"
     typer.echo(
         f"published {kind} version {manifest.version} (step {manifest.step}, val loss {val}) "

@@ -49,19 +49,24 @@ def _wait_for(proc: subprocess.Popen[str], event: str, timeout: float = 90) -> l
     raise AssertionError(f"process ended before {event}: {''.join(seen[-5:])}")
 
 
-def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path: Path) -> None:
-    dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
-    req = request(tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 60, "eval_interval": 10})
-    proc = _start(tmp_path, req)
+def _sigterm_after(proc: subprocess.Popen[str], event: str) -> str:
+    """SIGTERM once ``event`` is logged; assert a clean exit 0; the log lines after it."""
     try:
-        _wait_for(proc, "train.eval_done")
+        _wait_for(proc, event)
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         rest = proc.stderr.read()
         assert proc.wait(timeout=60) == 0, rest
+        return rest
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path: Path) -> None:
+    dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
+    req = request(tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 60, "eval_interval": 10})
+    rest = _sigterm_after(_start(tmp_path, req), "train.eval_done")
     events = _events(rest)
     stopped = next(e for e in events if e["event"] == "gpt2.stopping")
     assert stopped["stop_requested"] and 10 <= stopped["step"] < 60
@@ -130,16 +135,7 @@ def test_char_rnn_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> No
     whole = run_training(request(tmp_path / "whole", dataset, "char_rnn", **config))
 
     req = request(tmp_path / "split", dataset, "char_rnn", **config)
-    proc = _start(tmp_path, req)
-    try:
-        _wait_for(proc, "char_rnn.progress")  # mid-epoch 1 or 2
-        proc.send_signal(signal.SIGTERM)
-        assert proc.stderr is not None
-        rest = proc.stderr.read()
-        assert proc.wait(timeout=60) == 0, rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _sigterm_after(_start(tmp_path, req), "char_rnn.progress")  # mid-epoch 1 or 2
     resumed = _start(tmp_path, req, "--resume")
     _, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import ClassVar
+
+from training.settings import StrictSettings
 
 _INT_FIELDS = ("embedding_dim", "units", "layers", "seq_len", "batch_size", "epochs", "seed")
 # May be 0: patience 0 turns early stopping off, interval 0 checkpoints at epoch ends only.
@@ -11,8 +13,10 @@ _COUNT_FIELDS = ("early_stopping_patience", "checkpoint_interval")
 
 
 @dataclasses.dataclass(frozen=True)
-class CharRNNConfig:
+class CharRNNConfig(StrictSettings):
     """Architecture and training settings; saved with every checkpoint."""
+
+    family: ClassVar[str] = "char_rnn"
 
     embedding_dim: int = 64
     units: int = 256
@@ -52,16 +56,3 @@ class CharRNNConfig:
             raise ValueError(f"char_rnn config 'learning_rate' must be > 0: {self.learning_rate}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
             raise ValueError("char_rnn config 'val_fraction' and 'dropout' must be in [0, 1)")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CharRNNConfig:
-        """Build from JSON/YAML; unknown keys are an error so a typo never silently defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown char_rnn config keys: {', '.join(unknown)}")
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config (defaults filled in), as saved in checkpoints and manifests."""
-        return dataclasses.asdict(self)

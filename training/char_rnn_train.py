@@ -144,7 +144,8 @@ def fit(
     steps_per_epoch = len(_epoch_data(stream, config, 1)[0]) // max(1, config.batch_size) or 1
     progress = Progress(config.epochs * steps_per_epoch, state["step"], name="char_rnn")
     started = time.monotonic() - state["elapsed"]
-    window_start, window_chars = time.monotonic(), 0
+    # chars/s counts time inside training steps only: no validation, no checkpoint writes.
+    window_seconds, window_chars = 0.0, 0
     stop = stop or threading.Event()
     stopping = False
     while state["epoch"] <= config.epochs and not stopping:
@@ -156,7 +157,9 @@ def fit(
         while state["batch"] < n_batches:
             b = state["batch"]
             rows = slice(b * batch, (b + 1) * batch)
+            step_started = time.monotonic()
             loss = float(train_model.train_on_batch(x[rows], y[rows]))
+            window_seconds += time.monotonic() - step_started
             state["step"] += 1
             state["batch"] += 1
             state["loss_sum"] += loss
@@ -166,10 +169,10 @@ def fit(
                 now = time.monotonic()
                 trainlog.append(
                     step=state["step"], train_loss=loss, lr=config.learning_rate,
-                    tokens_per_s=window_chars / max(now - window_start, 1e-9),
+                    tokens_per_s=window_chars / max(window_seconds, 1e-9),
                     elapsed_s=now - started,
                 )  # fmt: skip
-                window_start, window_chars = now, 0
+                window_seconds, window_chars = 0.0, 0
             progress.update(state["step"], loss=loss)
             if stop.is_set():
                 stopping = True
@@ -202,8 +205,9 @@ def fit(
                 step=state["step"], train_loss=train_loss, val_loss=val_loss,
                 lr=config.learning_rate, elapsed_s=state["elapsed"],
             )  # fmt: skip
-        save_checkpoint()
-        window_start = time.monotonic()  # chars/s counts training, not validation
+        last = state["epoch"] > config.epochs
+        if not config.checkpoint_interval or stopping or early or last:
+            save_checkpoint()
         if on_epoch is not None:
             on_epoch(
                 EpochReport(

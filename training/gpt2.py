@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import structlog
 
 from training.models import ModelLoadError
+from training.settings import StrictSettings
 
 log = structlog.get_logger(__name__)
 
@@ -31,8 +32,10 @@ _MAY_BE_ZERO = ("seed", "warmup_steps", "early_stopping_patience")
 
 
 @dataclasses.dataclass(frozen=True)
-class GPT2Settings:
+class GPT2Settings(StrictSettings):
     """Model and training settings; the resolved set is saved with every checkpoint."""
+
+    family: ClassVar[str] = "gpt2"
 
     base_model: str | None = "gpt2"
     n_layer: int = 4
@@ -85,18 +88,6 @@ class GPT2Settings:
             raise ValueError("gpt2 config 'val_fraction' and 'dropout' must be in [0, 1)")
         if self.vocab_size < 300:
             raise ValueError("gpt2 config 'vocab_size' must be >= 300 (256 bytes + merges)")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> GPT2Settings:
-        """Unknown keys are an error so a typo never silently falls back to a default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown gpt2 config keys: {', '.join(unknown)}")
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def build(

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
 import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import structlog
+
+from training.publish import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -81,26 +82,6 @@ def find_resumable_run(checkpoints_dir: Path, model_kind: str, identity: dict[st
             )
         return run_dir
     raise ResumeError(f"{root}: no run folder with a complete checkpoint to resume")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call ``write`` on a temp file beside ``path``, fsync it, then rename it into place."""
-    path = Path(path)
-    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -143,7 +144,16 @@ def _run_dir(req: TrainRequest, identity: dict[str, Any]) -> tuple[Path, bool]:
             if "no run folder" not in str(e):
                 raise RequestError(str(e)) from e
             log.warning("train.resume_fresh", reason=str(e))
+    if not _is_main_process():
+        # Under torchrun only rank 0 owns the run folder; the others need a scratch folder
+        # for the (deterministic) tokenizer they train, and never write a checkpoint.
+        return Path(tempfile.mkdtemp(prefix="parrotbot-rank-")), False
     return new_run_dir(req.checkpoints_dir, req.model_kind, identity), False
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch, or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: bool, stop: Any):
@@ -177,11 +187,14 @@ def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: b
     return result.model, result.step, result.train_loss, result.val_loss, ok
 
 
-def run_training(request: dict[str, Any], *, stop: threading.Event | None = None) -> Manifest:
+def run_training(
+    request: dict[str, Any], *, stop: threading.Event | None = None
+) -> Manifest | None:
     """Load, clean and split the datasets, train (or resume), then publish a new version.
 
     Raises RequestError / DatasetError for bad input, and TrainingStopped when ``stop`` was
     set before anything worth serving existed (the run folder keeps a checkpoint to resume).
+    Returns None on the non-zero ranks of a data-parallel launch: rank 0 publishes.
     """
     from training.trainlog import LOG_NAME, PLOT_NAME, save_plot
 
@@ -213,6 +226,9 @@ def run_training(request: dict[str, Any], *, stop: threading.Event | None = None
     )
     if stop is not None and stop.is_set():
         log.info("train.stop_requested", signal=getattr(stop, "signal_name", None), step=step)
+    if not _is_main_process():
+        log.info("train.rank_done", rank=os.environ.get("RANK"), step=step)
+        return None
     if (run_dir / LOG_NAME).exists():
         save_plot(run_dir / LOG_NAME)
     if not publishable:

@@ -182,7 +182,8 @@ def table(results: dict[str, Any]) -> str:
     if c:
         b, o, w = c["keras_baseline"], c["ours"], c["tutorial_window_model"]
         rows.append(
-            f"| char-RNN chars/s (GRU 256, XLA) vs plain Keras LSTM 256 | {_fmt(o['chars_per_s'], 0)}"
+            "| char-RNN chars/s (GRU 256, XLA) vs plain Keras LSTM 256"
+            f" | {_fmt(o['chars_per_s'], 0)}"
             f" | {_fmt(b['chars_per_s'], 0)} | {_fmt(c['chars_per_s_ratio_vs_keras_baseline'])}× |"
         )
         rows.append(
@@ -190,7 +191,8 @@ def table(results: dict[str, Any]) -> str:
             f" | {_fmt(o['val_bpc'], 3)} | {_fmt(b['val_bpc'], 3)} | |"
         )
         rows.append(
-            f"| char-RNN chars/s, ours as LSTM 256 without XLA | {_fmt(c['ours_lstm']['chars_per_s'], 0)}"
+            "| char-RNN chars/s, ours as LSTM 256 without XLA"
+            f" | {_fmt(c['ours_lstm']['chars_per_s'], 0)}"
             f" | {_fmt(b['chars_per_s'], 0)}"
             f" | {_fmt(c['lstm_chars_per_s_ratio_vs_keras_baseline'])}× |"
         )
