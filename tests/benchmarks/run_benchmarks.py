@@ -209,7 +209,10 @@ def write_readme(results: dict[str, Any]) -> None:
         return
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    stamp = f"Measured {results['measured_at']} on {results['machine']}; see docs/training.md."
+    stamp = (
+        f"Measured {results['measured_at']} on {results['machine']}; budgets and caveats in "
+        "[docs/training.md](docs/training.md#results)."
+    )
     README.write_text(f"{head}{BEGIN}\n{stamp}\n\n{table(results)}\n{END}{tail}", encoding="utf-8")
 
 
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {s: bench_gpt2(s, args.scale, Path(tmp)) for s in args.sizes.split(",")}
             headline = sizes.get("tiny") or next(iter(sizes.values()))
             results["gpt2"] = {
+                "measured_at": results["measured_at"],
                 "speedup_vs_huggingtweets_to_loss": headline["speedup_vs_huggingtweets_to_loss"],
                 "useful_tokens_ratio_vs_run_clm": headline["useful_tokens_ratio_vs_run_clm"],
                 "headline_size": "tiny" if "tiny" in sizes else next(iter(sizes)),
@@ -240,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         if args.only in (None, "char_rnn"):
             results["char_rnn"] = bench_char_rnn(args.scale)
+            results["char_rnn"]["measured_at"] = results["measured_at"]
     RESULTS.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     write_readme(results)
     print(table(results))
