@@ -119,13 +119,19 @@ def test_a_killed_run_publishes_nothing_and_a_corrupt_checkpoint_is_skipped(
     assert list_versions(model_dir) == [manifest.version]  # the run folder is never a version
 
 
-def test_resume_refuses_a_run_made_from_other_data(tmp_path: Path) -> None:
+def test_resume_never_continues_a_run_made_from_other_data(tmp_path: Path) -> None:
+    """The spot launcher resumes every job: a volume's older run for other data is skipped."""
     dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl", n=60)
     req = request(tmp_path, dataset, "char_rnn", **TINY_RNN)
     run_training(req)
+    (old_run,) = runs_root(tmp_path / "checkpoints", "char_rnn").iterdir()
     write_dataset(dataset, n=80)
-    with pytest.raises(ValueError, match="different dataset_hash"):
-        run_training(req | {"resume": True})
+    with capture_logs() as logs:
+        manifest = run_training(req | {"resume": True})
+    fresh = next(e for e in logs if e["event"] == "train.resume_fresh")
+    assert old_run.name in fresh["reason"] and "different dataset_hash" in fresh["reason"]
+    assert len(list(runs_root(tmp_path / "checkpoints", "char_rnn").iterdir())) == 2
+    assert manifest.dataset_hash != json.loads((old_run / "run.json").read_text())["dataset_hash"]
 
 
 def test_char_rnn_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:

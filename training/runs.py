@@ -58,14 +58,17 @@ def new_run_dir(checkpoints_dir: Path, model_kind: str, identity: dict[str, Any]
 
 
 def find_resumable_run(checkpoints_dir: Path, model_kind: str, identity: dict[str, Any]) -> Path:
-    """The newest run folder of this kind holding at least one complete checkpoint.
+    """The newest run folder of this kind, made from this data and these settings, that holds
+    at least one complete checkpoint.
 
     A run made from other data or other settings cannot be continued meaningfully (the
-    optimizer state and data position would describe something else), so that is an error
-    naming what differs rather than a silent fresh start.
+    optimizer state and data position would describe something else), so it is skipped, not
+    resumed: the spot launcher passes ``--resume`` to every job, and a volume keeps the runs
+    of earlier jobs. ResumeError says what the newest skipped run differed in.
     """
     root = runs_root(checkpoints_dir, model_kind)
     candidates = sorted((p for p in root.glob("*") if p.is_dir()), reverse=True)
+    skipped: list[str] = []
     for run_dir in candidates:
         if not list_checkpoints(run_dir):
             continue
@@ -75,13 +78,11 @@ def find_resumable_run(checkpoints_dir: Path, model_kind: str, identity: dict[st
             log.warning("runs.unreadable_run_file", run_dir=str(run_dir))
             continue
         differs = sorted(k for k in identity if recorded.get(k) != _jsonable(identity[k]))
-        if differs:
-            raise ResumeError(
-                f"{run_dir}: newest run was made with different {', '.join(differs)}; "
-                "train without --resume to start a new run"
-            )
-        return run_dir
-    raise ResumeError(f"{root}: no run folder with a complete checkpoint to resume")
+        if not differs:
+            return run_dir
+        skipped.append(f"{run_dir.name} (different {', '.join(differs)})")
+    detail = f"; skipped {', '.join(skipped[:3])}" if skipped else ""
+    raise ResumeError(f"{root}: no run folder with a complete checkpoint to resume{detail}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -141,8 +141,6 @@ def _run_dir(req: TrainRequest, identity: dict[str, Any]) -> tuple[Path, bool]:
         try:
             return find_resumable_run(req.checkpoints_dir, req.model_kind, identity), True
         except ResumeError as e:
-            if "no run folder" not in str(e):
-                raise RequestError(str(e)) from e
             log.warning("train.resume_fresh", reason=str(e))
     if not _is_main_process():
         # Under torchrun only rank 0 owns the run folder; the others need a scratch folder
