@@ -107,7 +107,7 @@ def save_plot(log_path: Path, png_path: Path | None = None) -> Path:
         if xs:
             ax.plot(xs, ys, label=label, marker="o" if column == "val_loss" else None)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per token)")
+    ax.set_ylabel("loss (nats per token or character)")
     ax.set_title(Path(log_path).parent.name)
     ax.grid(alpha=0.3)
     ax.legend()
