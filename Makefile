@@ -25,6 +25,10 @@ redis:
 test: install redis
 	$(BIN)/python -m pytest
 
+# Not part of `make test`: minutes of CPU; writes tests/benchmarks/results.json and the README table.
+benchmarks: install
+	$(BIN)/python -m pytest tests/benchmarks -m benchmark -p no:cacheprovider -s
+
 lint: install
 	$(BIN)/ruff check .
 

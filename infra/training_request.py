@@ -14,6 +14,10 @@ class TrainingRequest:
     checkpoints_dir: str
     model_config: dict[str, Any] = field(default_factory=dict)
     trigger: str = "manual"
+    # One sampling weight per dataset (a target's `weight`); None: all equal.
+    weights: list[float] | None = None
+    # Continue the newest run folder of this model kind (after a spot interruption, say).
+    resume: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

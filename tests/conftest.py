@@ -15,6 +15,11 @@ import pytest
 import redis
 import yaml
 
+# Nothing in the tests may reach a model hub: tiny configs and locally trained tokenizers only.
+# Set here so it also reaches the trainer subprocesses the tests start.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TIMELINE = REPO / "config" / "sample_timelines" / "poorrichard.jsonl"
 TEST_REDIS_URL = os.environ.get("PARROTBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -114,7 +114,7 @@ def test_load_refuses_missing_or_corrupt_files(
 def test_load_model_dispatch(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'bert'"):
         load_model("bert", tmp_path)
-    with pytest.raises(NotImplementedError, match="gpt2"):
+    with pytest.raises(ModelLoadError, match=r"config\.json: file is missing"):
         load_model("gpt2", tmp_path)
 
 

@@ -89,7 +89,15 @@ def test_trains_and_publishes_a_verified_version(tmp_path: Path) -> None:
     assert manifest.step > 0 and manifest.train_loss is not None
     assert manifest.dataset_hash == dataset_hash(load_tweets([dataset]))
     assert manifest.config["units"] == 16 and manifest.config["cell"] == "gru"
-    assert set(manifest.files) == {"config.json", "vocab.json", "model.weights.h5"}
+    assert set(manifest.files) == {
+        "config.json",
+        "vocab.json",
+        "model.weights.h5",
+        "train.log",
+        "loss.png",
+    }
+    header = (model_dir / latest / "train.log").read_text().splitlines()[0]
+    assert header == "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s"
 
 
 def test_missing_dataset_fails_with_one_clear_line(tmp_path: Path) -> None:

@@ -19,11 +19,8 @@ import os
 # log readers skip them.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import dataclasses
 import json
-import math
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +30,10 @@ import numpy as np
 import structlog
 import tensorflow as tf
 
+from training.char_rnn_config import CharRNNConfig
 from training.models import EpochReport, ModelLoadError, TrainResult
+
+__all__ = ["CharRNN", "CharRNNConfig", "Vocab"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,55 +42,6 @@ EOT_ID = 1
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "model.weights.h5"
-_INT_FIELDS = ("embedding_dim", "units", "layers", "seq_len", "batch_size", "epochs", "seed")
-
-
-@dataclasses.dataclass(frozen=True)
-class CharRNNConfig:
-    """Architecture and training settings; saved with every checkpoint."""
-
-    embedding_dim: int = 64
-    units: int = 256
-    layers: int = 1
-    cell: str = "gru"
-    seq_len: int = 100
-    batch_size: int = 64
-    epochs: int = 10
-    learning_rate: float = 3e-3
-    val_fraction: float = 0.1
-    seed: int = 0
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in _INT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"char_rnn config {name!r} must be an integer, got {value!r}")
-            if name != "seed" and value < 1:
-                raise ValueError(f"char_rnn config {name!r} must be >= 1, got {value}")
-        for name in ("learning_rate", "val_fraction", "dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"char_rnn config {name!r} must be a number, got {value!r}")
-        if self.cell not in ("gru", "lstm"):
-            raise ValueError(f"char_rnn config 'cell' must be 'gru' or 'lstm', got {self.cell!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"char_rnn config 'learning_rate' must be > 0: {self.learning_rate}")
-        if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("char_rnn config 'val_fraction' and 'dropout' must be in [0, 1)")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CharRNNConfig:
-        """Build from JSON/YAML; unknown keys are an error so a typo never silently defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"unknown char_rnn config keys: {', '.join(unknown)}")
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved config (defaults filled in), as saved in checkpoints and manifests."""
-        return dataclasses.asdict(self)
 
 
 class Vocab:
@@ -156,7 +107,7 @@ def _build(config: CharRNNConfig, vocab_size: int) -> tuple[keras.Model, keras.M
     return train_model, step_model
 
 
-def _windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+def windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping (input, next-char target) windows starting at ``offset``.
 
     A different offset each epoch shows the model other window boundaries for free. A stream
@@ -171,7 +122,7 @@ def _windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray,
     return x, y
 
 
-def _mean_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+def mean_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
     """Mean next-char cross-entropy (nats) over every position of the given windows."""
     total, count = 0.0, 0
     for start in range(0, len(x), batch_size):
@@ -194,6 +145,7 @@ class CharRNN:
             # clipnorm: RNNs see occasional gradient spikes that a high lr turns into NaNs.
             optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=5.0),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=config.jit_compile,
         )
         self._step = tf.function(lambda t, s: self._step_model([t, *s], training=False))
 
@@ -206,62 +158,19 @@ class CharRNN:
         *,
         stop: threading.Event | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
+        run_dir: Path | None = None,
+        resume: bool = False,
     ) -> tuple[CharRNN, TrainResult]:
-        """Train from scratch; a set ``stop`` ends training after the current batch.
+        """Train (checkpointing into ``run_dir`` when given); see :mod:`training.char_rnn_train`.
 
-        Validation runs after every epoch, also a cut-short one, so the returned losses
-        always describe the returned weights.
+        Returns the weights of the best validation epoch, and their losses.
         """
-        if not any(texts):
-            raise ValueError("char_rnn needs at least one non-empty training text")
-        keras.utils.set_random_seed(config.seed)
-        model = cls(config, Vocab.from_texts(texts))
-        stream = model.vocab.encode_stream(texts)
-        val_x, val_y = (
-            _windows(model.vocab.encode_stream(val_texts), config.seq_len, 0)
-            if val_texts
-            else (None, None)
-        )
-        rng = np.random.default_rng(config.seed)
-        step, train_loss, val_loss = 0, math.nan, None
-        for epoch in range(1, config.epochs + 1):
-            started = time.monotonic()
-            x, y = _windows(stream, config.seq_len, int(rng.integers(config.seq_len)))
-            batch = min(config.batch_size, len(x))
-            data = (
-                tf.data.Dataset.from_tensor_slices((x, y))
-                .shuffle(len(x), seed=int(rng.integers(2**31)))
-                # One batch shape for the whole run, so the train step is traced once.
-                .batch(batch, drop_remainder=True)
-                .prefetch(tf.data.AUTOTUNE)
-            )
-            losses: list[float] = []
-            for xb, yb in data:
-                losses.append(float(model._model.train_on_batch(xb, yb)))
-                step += 1
-                if stop is not None and stop.is_set():
-                    break
-            if not losses:
-                break
-            train_loss = float(np.mean(losses))
-            if val_x is not None:
-                val_loss = _mean_loss(model._model, val_x, val_y, config.batch_size)
-            complete = len(losses) == len(x) // batch
-            if on_epoch is not None:
-                on_epoch(
-                    EpochReport(
-                        epoch=epoch,
-                        step=step,
-                        train_loss=train_loss,
-                        val_loss=val_loss,
-                        val_bits_per_char=None if val_loss is None else val_loss / math.log(2),
-                        seconds=time.monotonic() - started,
-                        complete=complete,
-                    )
-                )
-            if not complete:
-                break
-        return model, TrainResult(step=step, train_loss=train_loss, val_loss=val_loss)
+        from training.char_rnn_train import fit
+
+        return fit(
+            cls, texts, val_texts, config, stop=stop, on_epoch=on_epoch, run_dir=run_dir,
+            resume=resume,
+        )  # fmt: skip
 
     def generate(
         self,

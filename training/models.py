@@ -77,7 +77,7 @@ def load_model(kind: str, directory: Path) -> TextModel:
 
         return CharRNN.load(Path(directory))
     if kind == "gpt2":
-        raise NotImplementedError(
-            "model kind 'gpt2' is not implemented yet; use 'char_rnn' for now"
-        )
+        from training.gpt2 import GPT2
+
+        return GPT2.load(Path(directory))
     raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")

@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -150,12 +151,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp name in the same folder, fsync, ``os.replace``, fsync the folder."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` on a temp file in the same folder, fsync, ``os.replace``, fsync the folder.
+
+    A file under its final name is therefore always complete, whatever happened meanwhile.
+    """
     tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(4)}"
     try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
+        with tmp.open("wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -163,6 +167,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _walk_files(root: Path) -> dict[str, Path]:

@@ -2,16 +2,22 @@
 
 The request is a JSON object::
 
-    {"model_kind": "char_rnn", "datasets": ["/abs/datasets/a.jsonl"],
-     "checkpoints_dir": "/abs/checkpoints", "model_config": {...}, "trigger": "first_start"}
+    {"model_kind": "char_rnn" | "gpt2", "datasets": ["/abs/datasets/a.jsonl"],
+     "checkpoints_dir": "/abs/checkpoints", "model_config": {...}, "trigger": "first_start",
+     "weights": [1.0], "resume": false}
 
 It runs in its own process so the daemon never imports a framework and a crash here cannot
 take the bot down. It logs one JSON object per line to stderr (``train.started``,
-``train.epoch_done``, ``train.published``, ``train.failed``) for the launcher to relay.
+``train.epoch_done`` / ``train.eval_done``, ``train.published``, ``train.failed``) for the
+launcher to relay.
+
+Training state lives in a run folder (``checkpoints/runs/<kind>/<run>/``, see
+:mod:`training.runs`); ``resume: true`` (or ``--resume``) continues the newest one.
 
 Exit status: 0 when a version was published, or when a stop request (SIGTERM/SIGINT) came
-before the first epoch finished (nothing is published then); 1 with one ``train.failed`` line
-when the request, a dataset or training fails. A second signal stops at once.
+before anything worth publishing (a checkpoint is saved, nothing is published); 1 with one
+``train.failed`` line when the request, a dataset or training fails. A second signal stops
+at once.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,14 +38,16 @@ from typing import Any
 
 import structlog
 
-from training.dataset import DatasetError, clean_text, dataset_hash, load_tweets, split_by_id
+from training.dataset import DatasetError
 from training.models import MODEL_KINDS, EpochReport
+from training.prepare import prepare
 from training.publish import CheckpointError, Manifest, new_staging_dir, publish
+from training.runs import ResumeError, find_resumable_run, new_run_dir
 
 log = structlog.get_logger(__name__)
 
 _REQUIRED = ("model_kind", "datasets", "checkpoints_dir")
-_KNOWN = (*_REQUIRED, "model_config", "trigger")
+_KNOWN = (*_REQUIRED, "model_config", "trigger", "weights", "resume")
 
 
 class RequestError(ValueError):
@@ -46,7 +55,7 @@ class RequestError(ValueError):
 
 
 class TrainingStopped(Exception):
-    """A stop request came before the first epoch completed, so nothing was published."""
+    """A stop request came before anything worth publishing; a checkpoint may remain."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class TrainRequest:
     checkpoints_dir: Path
     model_config: dict[str, Any]
     trigger: str | None
+    weights: tuple[float, ...] | None = None
+    resume: bool = False
 
     @classmethod
     def from_dict(cls, raw: Any) -> TrainRequest:
@@ -90,78 +101,151 @@ class TrainRequest:
         trigger = raw.get("trigger")
         if trigger is not None and not isinstance(trigger, str):
             raise RequestError("'trigger' must be a string")
+        weights = raw.get("weights")
+        if weights is not None and (
+            not isinstance(weights, list)
+            or len(weights) != len(datasets)
+            or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
+        ):
+            raise RequestError("'weights' must be a list of numbers, one per dataset")
+        if not isinstance(raw.get("resume", False), bool):
+            raise RequestError("'resume' must be true or false")
         return cls(
             model_kind=kind,
             datasets=tuple(Path(d).resolve() for d in datasets),
             checkpoints_dir=Path(raw["checkpoints_dir"]).resolve(),
             model_config=dict(model_config),
             trigger=trigger,
+            weights=None if weights is None else tuple(float(w) for w in weights),
+            resume=bool(raw.get("resume", False)),
         )
 
 
-def _log_epoch(report: EpochReport) -> None:
-    log.info("train.epoch_done", **asdict(report))
-
-
-def run_training(request: dict[str, Any], *, stop: threading.Event | None = None) -> Manifest:
-    """Load, clean and split the datasets, train, then publish a new version.
-
-    Raises RequestError / DatasetError for bad input, and TrainingStopped when ``stop`` was
-    set before one epoch completed (a model that never saw the whole data is not worth
-    serving). A stop after that publishes what training reached.
-    """
-    req = TrainRequest.from_dict(request)
-    if req.model_kind != "char_rnn":
-        raise NotImplementedError(f"training model kind {req.model_kind!r} is not implemented yet")
-    tweets = load_tweets(req.datasets)
-    # Import only now: TensorFlow takes seconds to load, and bad input should fail fast.
-    from training.char_rnn import CharRNN, CharRNNConfig
-
+def _parse_config(kind: str, raw: dict[str, Any]) -> Any:
+    """The family's typed config; imports nothing heavy so bad input fails fast."""
     try:
-        config = CharRNNConfig.from_dict(req.model_config)
+        if kind == "char_rnn":
+            from training.char_rnn_config import CharRNNConfig
+
+            return CharRNNConfig.from_dict(raw)
+        from training.gpt2 import GPT2Settings
+
+        return GPT2Settings.from_dict(raw)
     except (TypeError, ValueError) as e:
         raise RequestError(f"'model_config': {e}") from e
-    train, val = split_by_id(tweets, config.val_fraction)
-    train_texts = [t for t in (clean_text(x["text"]) for x in train) if t]
-    val_texts = [t for t in (clean_text(x["text"]) for x in val) if t]
-    if not train_texts:
-        names = ", ".join(str(p) for p in req.datasets)
-        raise DatasetError(f"{names}: no non-empty tweets to train on")
-    data_hash = dataset_hash(tweets)
+
+
+def _run_dir(req: TrainRequest, identity: dict[str, Any]) -> tuple[Path, bool]:
+    """(run folder, resuming?): the newest resumable run, or a new one."""
+    if req.resume:
+        try:
+            return find_resumable_run(req.checkpoints_dir, req.model_kind, identity), True
+        except ResumeError as e:
+            log.warning("train.resume_fresh", reason=str(e))
+    if not _is_main_process():
+        # Under torchrun only rank 0 owns the run folder; the others need a scratch folder
+        # for the (deterministic) tokenizer they train, and never write a checkpoint.
+        return Path(tempfile.mkdtemp(prefix="parrotbot-rank-")), False
+    return new_run_dir(req.checkpoints_dir, req.model_kind, identity), False
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch, or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: bool, stop: Any):
+    """Run the family's loop; return (model, step, train_loss, val_loss, publishable)."""
+    if req.model_kind == "char_rnn":
+        from training.char_rnn import CharRNN
+
+        completed = 0
+
+        def on_epoch(report: EpochReport) -> None:
+            nonlocal completed
+            completed += report.complete
+            log.info("train.epoch_done", **asdict(report))
+
+        model, result = CharRNN.train(
+            prepared.train_texts, prepared.val_texts, config,
+            stop=stop, on_epoch=on_epoch, run_dir=run_dir, resume=resume,
+        )  # fmt: skip
+        ok = completed > 0 or (resume and result.val_loss is not None)
+        return model, result.step, result.train_loss, result.val_loss, ok
+    from training.gpt2_train import fit
+
+    def on_eval(report: Any) -> None:
+        log.info("train.eval_done", **asdict(report))
+
+    result = fit(
+        prepared.train_texts, prepared.val_texts, config,
+        run_dir=run_dir, resume=resume, stop=stop, on_eval=on_eval,
+    )  # fmt: skip
+    ok = bool(result.best_step)
+    return result.model, result.step, result.train_loss, result.val_loss, ok
+
+
+def run_training(
+    request: dict[str, Any], *, stop: threading.Event | None = None
+) -> Manifest | None:
+    """Load, clean and split the datasets, train (or resume), then publish a new version.
+
+    Raises RequestError / DatasetError for bad input, and TrainingStopped when ``stop`` was
+    set before anything worth serving existed (the run folder keeps a checkpoint to resume).
+    Returns None on the non-zero ranks of a data-parallel launch: rank 0 publishes.
+    """
+    from training.trainlog import LOG_NAME, PLOT_NAME, save_plot
+
+    req = TrainRequest.from_dict(request)
+    config = _parse_config(req.model_kind, req.model_config)
+    prepared = prepare(req.datasets, req.weights, config.val_fraction)
+    identity = {
+        "model_kind": req.model_kind,
+        "dataset_hash": prepared.dataset_hash,
+        "config": config.to_dict(),
+    }
+    if stop is not None and stop.is_set():
+        raise TrainingStopped("stop requested before training started")
+    run_dir, resuming = _run_dir(req, identity)
     log.info(
         "train.started",
         model_kind=req.model_kind,
         trigger=req.trigger,
-        tweets=len(tweets),
-        train_tweets=len(train_texts),
-        val_tweets=len(val_texts),
-        dataset_hash=data_hash,
+        tweets=prepared.tweets,
+        train_tweets=len(prepared.train_texts),
+        val_tweets=len(prepared.val_texts),
+        dataset_hash=prepared.dataset_hash,
         config=config.to_dict(),
+        run_dir=str(run_dir),
+        resumed=resuming,
     )
-    completed = 0
-
-    def on_epoch(report: EpochReport) -> None:
-        nonlocal completed
-        completed += report.complete
-        _log_epoch(report)
-
+    model, step, train_loss, val_loss, publishable = _fit(
+        req, config, prepared, run_dir, resuming, stop
+    )
     if stop is not None and stop.is_set():
-        raise TrainingStopped("stop requested before training started")
-    model, result = CharRNN.train(train_texts, val_texts, config, stop=stop, on_epoch=on_epoch)
-    if completed == 0:
-        raise TrainingStopped(f"stopped after {result.step} steps, before the first epoch ended")
+        log.info("train.stop_requested", signal=getattr(stop, "signal_name", None), step=step)
+    if not _is_main_process():
+        log.info("train.rank_done", rank=os.environ.get("RANK"), step=step)
+        return None
+    if (run_dir / LOG_NAME).exists():
+        save_plot(run_dir / LOG_NAME)
+    if not publishable:
+        raise TrainingStopped(f"stopped at step {step} before a validated model existed")
 
     model_dir = req.checkpoints_dir / req.model_kind
     staging = new_staging_dir(model_dir)
     try:
         model.save(staging)
+        for name in (LOG_NAME, PLOT_NAME):
+            if (run_dir / name).exists():
+                shutil.copyfile(run_dir / name, staging / name)
         manifest = publish(
             staging,
             model_kind=req.model_kind,
-            step=result.step,
-            train_loss=result.train_loss,
-            val_loss=result.val_loss,
-            dataset_hash=data_hash,
+            step=step,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            dataset_hash=prepared.dataset_hash,
             config=config.to_dict(),
         )
     except BaseException:
@@ -176,6 +260,7 @@ def run_training(request: dict[str, Any], *, stop: threading.Event | None = None
         train_loss=manifest.train_loss,
         val_loss=manifest.val_loss,
         path=str(model_dir / manifest.version),
+        run_dir=str(run_dir),
     )
     return manifest
 
@@ -193,37 +278,59 @@ def configure_logging() -> None:
     )
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish the current batch and wrap up; second: exit now."""
+class StopRequest(threading.Event):
+    """The stop flag, plus which signal set it (for the log line the trainer writes)."""
+
+    signal_name: str | None = None
+
+
+def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    """First SIGTERM/SIGINT: checkpoint after the current batch and wrap up; second: exit now.
+
+    The handler only sets the flag. Logging from it could deadlock: it runs between two
+    bytecodes of the main thread, possibly while that thread holds the log writer's lock.
+    Returns a function that puts the previous handlers back (for in-process callers).
+    """
 
     def handle(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("train.killed", signal=signal.Signals(signum).name)
+            line = json.dumps({"event": "train.killed", "signal": name, "level": "warning"})
+            os.write(2, (line + "\n").encode())
             os._exit(128 + signum)
-        log.info("train.stop_requested", signal=signal.Signals(signum).name)
+        if isinstance(stop, StopRequest):
+            stop.signal_name = name
         stop.set()
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run one training request, map the outcome to an exit status."""
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__)
     parser.add_argument("--request", required=True, type=Path, help="request JSON file")
+    parser.add_argument("--resume", action="store_true", help="continue the newest run folder")
     args = parser.parse_args(argv)
     configure_logging()
-    stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop = StopRequest()
+    install_signal_handlers(stop)
     try:
         try:
             request = json.loads(args.request.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RequestError(f"{args.request}: cannot read request ({e})") from e
+        if args.resume and isinstance(request, dict):
+            request["resume"] = True
         run_training(request, stop=stop)
     except TrainingStopped as e:
         log.info("train.stopped", reason=str(e))
-    except (RequestError, DatasetError, CheckpointError, NotImplementedError) as e:
+    except (RequestError, DatasetError, CheckpointError, ResumeError, ValueError) as e:
         log.error("train.failed", error=str(e), error_type=type(e).__name__)
         return 1
     except Exception as e:

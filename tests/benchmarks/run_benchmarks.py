@@ -1,0 +1,255 @@
+"""Run every CPU benchmark in one process and write results.json plus the README table.
+
+    python tests/benchmarks/run_benchmarks.py [--scale 1.0] [--only gpt2|char_rnn]
+
+``--scale`` multiplies every time budget (1.0: about 15 minutes on two cores). All trainers
+of one comparison run back to back in this process, on the same data, so they share the
+machine's state; on a shared machine the absolute numbers move, the ratios much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = HERE / "results.json"
+README = REPO / "README.md"
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+# (n_layer, n_head, n_embd, seconds per trainer). Vocabulary: an 2,048-token BPE trained on
+# the corpus (GPT-2's own 50,257-token vocabulary would need a download).
+GPT2_SIZES = {"tiny": (2, 4, 128, 90.0), "small": (12, 12, 768, 180.0)}
+VOCAB = 2048
+
+
+def _texts() -> tuple[list[str], list[str]]:
+    from training.prepare import prepare
+
+    prepared = prepare([REPO / "config/sample_timelines/poorrichard.jsonl"], None, 0.1)
+    return prepared.train_texts, prepared.val_texts
+
+
+def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from tests.benchmarks.gpt2_recipes import concatenated_blocks, evaluator, run_recipe
+    from training.gpt2 import GPT2Settings
+    from training.gpt2_train import EvalReport, fit
+    from training.packing import encode_tweets, pack, train_tokenizer
+
+    n_layer, n_head, n_embd, seconds = GPT2_SIZES[size]
+    seconds *= scale
+    train, val = _texts()
+    tok_dir = train_tokenizer(train, VOCAB, work / f"tok-{size}")
+    tok = GPT2TokenizerFast.from_pretrained(str(tok_dir), local_files_only=True)
+    eos = tok.eos_token_id
+    evaluate = evaluator(pack(encode_tweets(tok, val), 128, eos))
+    plain = [tok.encode(t) for t in train]
+
+    def fresh() -> Any:
+        torch.manual_seed(0)
+        config = GPT2Config(
+            vocab_size=len(tok), n_positions=1024, n_layer=n_layer, n_head=n_head,
+            n_embd=n_embd, bos_token_id=eos, eos_token_id=eos,
+        )  # fmt: skip
+        return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
+
+    ht_blocks = concatenated_blocks(plain, 1024, separator=eos)
+    ht = run_recipe(
+        "huggingtweets", fresh(), ht_blocks, seconds=seconds, evaluate=evaluate,
+        eval_every=max(1, len(ht_blocks) // 2), work_dir=work,
+    )  # fmt: skip
+    clm_blocks = concatenated_blocks(plain, 1024, separator=None)
+    clm = run_recipe(
+        "run_clm", fresh(), clm_blocks, seconds=seconds / 2, evaluate=evaluate,
+        eval_every=10**9, work_dir=work,
+    )  # fmt: skip
+
+    # Ours: its defaults, at this size, with the schedule sized to the same budget.
+    settings = GPT2Settings(base_model=None, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                            vocab_size=VOCAB, early_stopping_patience=0, seed=0)  # fmt: skip
+    from tests.benchmarks.gpt2_recipes import _seconds_per_step
+
+    blocks = pack(encode_tweets(tok, train), settings.block_size, eos)
+    probe_batch = torch.from_numpy(blocks.input_ids[: settings.batch_size])
+    steps = max(20, int(seconds / _seconds_per_step(fresh(), probe_batch)))
+    settings = GPT2Settings(**(settings.to_dict() | {
+        "max_steps": steps, "eval_interval": max(1, steps // 25),
+        "checkpoint_interval": steps, "log_interval": max(1, steps // 25),
+    }))  # fmt: skip
+    points: list[EvalReport] = []
+    stop = threading.Event()
+
+    def on_eval(report: EvalReport) -> None:
+        points.append(report)
+        if report.train_seconds >= seconds:
+            stop.set()
+
+    fit(train, val, settings, run_dir=work / f"ours-{size}", resume=False, stop=stop,
+        on_eval=on_eval)  # fmt: skip
+    ours_curve = [(r.train_seconds, r.val_loss) for r in points]
+    ours_tps = points[-1].tokens / max(points[-1].train_seconds, 1e-9)
+    target = ht.best
+    t_ht = ht.seconds_to(target)
+    t_ours = next((t for t, v in ours_curve if v <= target), None)
+    return {
+        "config": {
+            "n_layer": n_layer,
+            "n_head": n_head,
+            "n_embd": n_embd,
+            "vocab": len(tok),
+            "params": sum(p.numel() for p in fresh().parameters()),
+            "seconds_per_trainer": seconds,
+        },
+        "huggingtweets": {
+            "best_val_loss": ht.best,
+            "seconds_to_best": t_ht,
+            "steps": ht.steps,
+            "tokens_per_s": ht.tokens_per_s,
+            "curve": ht.points,
+        },
+        "run_clm": {
+            "tokens_per_s": clm.tokens_per_s,
+            "steps": clm.steps,
+            "val_loss": clm.points[-1][1],
+        },
+        "ours": {
+            "useful_tokens_per_s": ours_tps,
+            "best_val_loss": min(v for _, v in ours_curve),
+            "seconds_to_huggingtweets_best": t_ours,
+            "steps": points[-1].step,
+            "curve": ours_curve,
+            "settings": settings.to_dict(),
+        },
+        "speedup_vs_huggingtweets_to_loss": (t_ht / t_ours) if t_ht and t_ours else None,
+        "useful_tokens_ratio_vs_run_clm": ours_tps / clm.tokens_per_s,
+    }
+
+
+def bench_char_rnn(scale: float) -> dict[str, Any]:
+    from tests.benchmarks.char_rnn_baselines import ours, plain_keras, tutorial_windows
+
+    train, val = _texts()
+    seconds = 90.0 * scale
+    base = plain_keras(train, val, seconds)
+    size = {"units": 256, "embedding_dim": 64, "seq_len": 100, "batch_size": 64}
+    mine = ours(train, val, seconds, **size, jit_compile=True)
+    mine_lstm = ours(train, val, seconds, **size, cell="lstm")
+    window = tutorial_windows(train, val, seconds)
+    return {
+        "seconds_per_trainer": seconds,
+        "keras_baseline": base,
+        "ours": mine,
+        "ours_lstm": mine_lstm,
+        "tutorial_window_model": window,
+        "chars_per_s_ratio_vs_keras_baseline": mine["chars_per_s"] / base["chars_per_s"],
+        "val_bpc_difference_vs_keras_baseline": mine["val_bpc"] - base["val_bpc"],
+        "lstm_chars_per_s_ratio_vs_keras_baseline": mine_lstm["chars_per_s"] / base["chars_per_s"],
+    }
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = ["| benchmark | ours | anchor | ratio |", "| --- | --- | --- | --- |"]
+    for size, g in results.get("gpt2", {}).get("sizes", {}).items():
+        ht, ours = g["huggingtweets"], g["ours"]
+        rows.append(
+            f"| GPT-2 {size}: seconds to huggingtweets' best val loss ({_fmt(ht['best_val_loss'])})"
+            f" | {_fmt(ours['seconds_to_huggingtweets_best'], 1)} s"
+            f" | {_fmt(ht['seconds_to_best'], 1)} s"
+            f" | {_fmt(g['speedup_vs_huggingtweets_to_loss'])}× |"
+        )
+        rows.append(
+            f"| GPT-2 {size}: useful tokens/s vs run_clm | {_fmt(ours['useful_tokens_per_s'], 0)}"
+            f" | {_fmt(g['run_clm']['tokens_per_s'], 0)}"
+            f" | {_fmt(g['useful_tokens_ratio_vs_run_clm'])}× |"
+        )
+    c = results.get("char_rnn")
+    if c:
+        b, o, w = c["keras_baseline"], c["ours"], c["tutorial_window_model"]
+        rows.append(
+            "| char-RNN chars/s (GRU 256, XLA) vs plain Keras LSTM 256"
+            f" | {_fmt(o['chars_per_s'], 0)}"
+            f" | {_fmt(b['chars_per_s'], 0)} | {_fmt(c['chars_per_s_ratio_vs_keras_baseline'])}× |"
+        )
+        rows.append(
+            f"| char-RNN val bits/char after {c['seconds_per_trainer']:.0f} s"
+            f" | {_fmt(o['val_bpc'], 3)} | {_fmt(b['val_bpc'], 3)} | |"
+        )
+        rows.append(
+            "| char-RNN chars/s, ours as LSTM 256 without XLA"
+            f" | {_fmt(c['ours_lstm']['chars_per_s'], 0)}"
+            f" | {_fmt(b['chars_per_s'], 0)}"
+            f" | {_fmt(c['lstm_chars_per_s_ratio_vs_keras_baseline'])}× |"
+        )
+        rows.append(
+            f"| tutorial one-hot window model: predicted chars/s, val bits/char | |"
+            f" {_fmt(w['predicted_chars_per_s'], 0)}, {_fmt(w['val_bpc'], 3)} | |"
+        )
+    return "\n".join(rows)
+
+
+def write_readme(results: dict[str, Any]) -> None:
+    text = README.read_text(encoding="utf-8")
+    if BEGIN not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    stamp = (
+        f"Measured {results['measured_at']} on {results['machine']}; budgets and caveats in "
+        "[docs/training.md](docs/training.md#results)."
+    )
+    README.write_text(f"{head}{BEGIN}\n{stamp}\n\n{table(results)}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", choices=["gpt2", "char_rnn"])
+    parser.add_argument("--sizes", default="tiny,small")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(REPO))
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results |= {
+        "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), CPU shared with other "
+        "jobs while measuring",
+        "scale": args.scale,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "gpt2"):
+            sizes = {s: bench_gpt2(s, args.scale, Path(tmp)) for s in args.sizes.split(",")}
+            headline = sizes.get("tiny") or next(iter(sizes.values()))
+            results["gpt2"] = {
+                "measured_at": results["measured_at"],
+                "speedup_vs_huggingtweets_to_loss": headline["speedup_vs_huggingtweets_to_loss"],
+                "useful_tokens_ratio_vs_run_clm": headline["useful_tokens_ratio_vs_run_clm"],
+                "headline_size": "tiny" if "tiny" in sizes else next(iter(sizes)),
+                "sizes": sizes,
+            }
+        if args.only in (None, "char_rnn"):
+            results["char_rnn"] = bench_char_rnn(args.scale)
+            results["char_rnn"]["measured_at"] = results["measured_at"]
+    RESULTS.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+    write_readme(results)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

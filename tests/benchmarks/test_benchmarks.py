@@ -1,0 +1,23 @@
+"""The benchmark run as a test (excluded from the default run): `make benchmarks`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.benchmarks import run_benchmarks
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(3600)]
+
+
+def test_benchmarks_write_results_and_the_readme_table() -> None:
+    assert run_benchmarks.main([]) == 0
+    results = json.loads(run_benchmarks.RESULTS.read_text())
+    for key in (
+        "speedup_vs_huggingtweets_to_loss",
+        "useful_tokens_ratio_vs_run_clm",
+    ):
+        assert key in results["gpt2"]
+    assert results["char_rnn"]["chars_per_s_ratio_vs_keras_baseline"] > 0
+    assert run_benchmarks.BEGIN in run_benchmarks.README.read_text()

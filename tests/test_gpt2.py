@@ -1,0 +1,134 @@
+"""The GPT-2 fine-tuner on a tiny from-scratch config: trains, validates, samples, resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.training_data import TINY_GPT2, sample_texts
+from training.gpt2 import GPT2, WEIGHTS_FILE, GPT2Settings
+from training.gpt2_train import EvalReport, FitResult, fit, lr_at, resolve_device_and_dtype
+from training.models import ModelLoadError, TextModel, load_model
+from training.runs import list_checkpoints
+from training.trainlog import read_rows
+
+TEXTS = sample_texts()
+TRAIN, VAL = TEXTS[:340], TEXTS[340:]
+SETTINGS = GPT2Settings.from_dict(TINY_GPT2 | {"max_steps": 40})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[FitResult, list[EvalReport], Path]:
+    run_dir = tmp_path_factory.mktemp("run")
+    evals: list[EvalReport] = []
+    result = fit(TRAIN, VAL, SETTINGS, run_dir=run_dir, resume=False, on_eval=evals.append)
+    return result, evals, run_dir
+
+
+def test_settings_reject_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="blok_size"):
+        GPT2Settings.from_dict({"blok_size": 64})
+    with pytest.raises(ValueError, match="n_embd"):
+        GPT2Settings(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="block_size"):
+        GPT2Settings(block_size=2048)
+    with pytest.raises(ValueError, match="precision"):
+        GPT2Settings(precision="fp8")  # type: ignore[arg-type]
+
+
+def test_precision_is_fp32_on_cpu_and_fp16_needs_a_gpu() -> None:
+    import torch
+
+    assert resolve_device_and_dtype(GPT2Settings(device="cpu")) == (torch.device("cpu"), None)
+    bf16 = GPT2Settings(device="cpu", precision="bf16")
+    assert resolve_device_and_dtype(bf16)[1] == torch.bfloat16
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_device_and_dtype(GPT2Settings(device="cpu", precision="fp16"))
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
+    s = GPT2Settings(learning_rate=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(step, s, 100) for step in range(100)]
+    assert lrs[0] < lrs[5] < lrs[9] == pytest.approx(1e-3)
+    assert lrs[50] < lrs[10] and lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+def test_validation_loss_falls_and_the_best_weights_are_kept(trained) -> None:
+    result, evals, run_dir = trained
+    assert [e.step for e in evals] == [10, 20, 30, 40] and result.step == 40
+    rows = read_rows(run_dir / "train.log")
+    assert rows[0]["step"] == 0 and rows[0]["val_loss"] is not None  # the untrained baseline
+    assert min(e.val_loss for e in evals) < rows[0]["val_loss"] - 1.0
+    best = min(evals, key=lambda e: e.val_loss)
+    assert result.best_step == best.step and result.val_loss == pytest.approx(best.val_loss)
+    assert all(e.perplexity == pytest.approx(2.718281828**e.val_loss, rel=1e-6) for e in evals)
+    assert [r["step"] for r in rows if r["train_loss"] is not None] == list(range(5, 41, 5))
+    assert len(list_checkpoints(run_dir)) == 2  # older ones pruned
+
+
+def test_generate_starts_with_the_seed_and_stops_at_end_of_text(trained) -> None:
+    model = trained[0].model
+    assert isinstance(model, TextModel)
+    seeds = ["They ", "", "A penny"]
+    out = model.generate(seeds, max_length=120, temperature=0.8, random_seed=1)
+    assert len(out) == 3
+    for seed, text in zip(seeds, out, strict=True):
+        assert text.startswith(seed) and len(text) <= 120
+        assert "<|endoftext|>" not in text
+    # Sayings are under ~100 characters: a model that learned to end them stops well before
+    # 280 characters at a low temperature, instead of running on into the next "tweet".
+    short = model.generate(["The "] * 4, max_length=280, temperature=0.3, random_seed=2)
+    assert all(len(t) < 200 for t in short), short
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(["x"], max_length=10, temperature=0)
+
+
+def test_save_and_load_round_trip_without_a_hub(trained, tmp_path: Path) -> None:
+    model = trained[0].model
+    model.save(tmp_path)
+    assert {"config.json", WEIGHTS_FILE, "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = load_model("gpt2", tmp_path)
+    assert isinstance(loaded, GPT2) and loaded.settings == model.settings
+    kwargs = {"max_length": 60, "temperature": 0.7, "random_seed": 5}
+    assert loaded.generate(["They "], **kwargs) == model.generate(["They "], **kwargs)
+
+
+def test_missing_or_corrupt_files_are_clear_load_errors(trained, tmp_path: Path) -> None:
+    trained[0].model.save(tmp_path)
+    weights = tmp_path / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: cannot load"):
+        load_model("gpt2", tmp_path)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors: file is missing"):
+        load_model("gpt2", tmp_path)
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(trained, tmp_path: Path) -> None:
+    """Stopped after step 20 (checkpoint), resumed: same steps, same losses (CPU is exact)."""
+    full, full_evals, _ = trained
+    stop = threading.Event()
+
+    def stop_at_20(report: EvalReport) -> None:
+        if report.step == 20:
+            stop.set()
+
+    first = fit(TRAIN, VAL, SETTINGS, run_dir=tmp_path, resume=False, stop=stop, on_eval=stop_at_20)
+    assert first.step == 21  # the step in flight when the flag was seen completes
+    evals: list[EvalReport] = []
+    resumed = fit(TRAIN, VAL, SETTINGS, run_dir=tmp_path, resume=True, on_eval=evals.append)
+    assert resumed.step == full.step == 40
+    assert [e.step for e in evals] == [30, 40]
+    assert evals[-1].val_loss == pytest.approx(full_evals[-1].val_loss, abs=0.02)
+    steps = [r["step"] for r in read_rows(tmp_path / "train.log")]
+    assert steps == sorted(set(steps))  # rows after the checkpoint were not written twice
+
+
+def test_fifty_tweets_train_with_no_block_size_rejection(tmp_path: Path) -> None:
+    settings = dataclasses.replace(SETTINGS, block_size=128, batch_size=16, max_steps=6)
+    texts = sample_texts(50)
+    result = fit(texts[:45], texts[45:], settings, run_dir=tmp_path, resume=False)
+    assert result.step == 6 and result.val_loss is not None
