@@ -25,6 +25,7 @@ from bot.config import BotConfig, ConfigError, load_config
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
+from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
 from bot.retrain import RetrainController
 from bot.scheduling import build_scheduler, schedule_jobs
@@ -60,7 +61,11 @@ class Daemon:
         log.info("daemon.starting", instance=self.instance_id, config=str(self.config_path))
         client = connect(self.config)
         self.state = BotState(client, self.config.account)
-        self.platform = self._build_platform()
+        try:
+            self.platform = self._build_platform()
+        except PlatformError as exc:  # missing X credentials: nothing to run with
+            log.error("daemon.platform_unavailable", error=str(exc))
+            return 2
         self.service = GenerationService(self.config.generation)
         self.watcher = CheckpointWatcher(
             self.config.model_dir, self.config.model.kind, self.service, self.state
@@ -195,8 +200,12 @@ class Daemon:
             schedule_jobs(self._scheduler, new)
         log.info("config.applied", retrain_request=new.training.retrain_request)
 
-    def _build_platform(self) -> LocalPlatform:
+    def _build_platform(self) -> Platform:
         platform = self.config.platform
+        if platform.kind == "x":
+            from bot.platform.x import XPlatform
+
+            return XPlatform(self.config, self.state)
         return LocalPlatform(
             self.config.data_dir / "local",
             handle=platform.handle,

@@ -14,6 +14,7 @@ import structlog
 
 from bot.config import GenerationConfig
 from bot.platform.base import Tweet
+from bot.rules import sanitize_generated
 
 if TYPE_CHECKING:
     from training.models import TextModel
@@ -69,7 +70,8 @@ class GenerationService:
                 (raw,) = loaded.model.generate(
                     [seed], max_length=settings.max_length, temperature=settings.temperature
                 )
-            text = " ".join(raw.split())
+            # Never @someone, and never a cleaning placeholder: see bot.rules.
+            text = sanitize_generated(raw)
             if text and len(text) <= settings.max_length:
                 return Generated(text=text, model_version=loaded.version)
             log.debug("generation.rejected", attempt=attempt, length=len(text))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 
 from bot.generation import GenerationService
-from bot.platform.base import Platform, Tweet
+from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet
 from bot.state import BotState, PostedTweet
 
 log = structlog.get_logger(__name__)
@@ -24,7 +24,15 @@ def post_scheduled(platform: Platform, state: BotState, service: GenerationServi
     if generated is None:
         log.warning("post.skipped", reason="no_acceptable_text")
         return None
-    tweet = platform.post(generated.text)
+    try:
+        tweet = platform.post(generated.text)
+    except OutcomeUnknown as exc:
+        # A scheduled post is not worth a duplicate: it is neither retried nor reconciled.
+        log.warning("post.outcome_unknown", error=str(exc))
+        return None
+    except PlatformError as exc:
+        log.warning("post.skipped", reason=type(exc).__name__, error=str(exc))
+        return None
     state.record_posted(
         PostedTweet(
             tweet_id=tweet.id,

@@ -72,6 +72,7 @@ class RetrainController:
             checkpoints_dir=str(config.data_dir / "checkpoints"),
             model_config=config.model.hyperparameters(),
             trigger=trigger,
+            cleaning=config.cleaning.to_dict(),
         )
         log.info("training.triggered", trigger=trigger, datasets=len(datasets))
         self._run = self.backend.start(request)

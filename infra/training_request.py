@@ -14,6 +14,7 @@ class TrainingRequest:
     checkpoints_dir: str
     model_config: dict[str, Any] = field(default_factory=dict)
     trigger: str = "manual"
+    cleaning: dict[str, Any] = field(default_factory=dict)  # training.cleaning options
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -31,14 +31,15 @@ from typing import Any
 
 import structlog
 
-from training.dataset import DatasetError, clean_text, dataset_hash, load_tweets, split_by_id
+from training.cleaning import DEFAULT_OPTIONS, CleaningOptions, clean_tweets
+from training.dataset import DatasetError, dataset_hash, load_tweets, split_by_id
 from training.models import MODEL_KINDS, EpochReport
 from training.publish import CheckpointError, Manifest, new_staging_dir, publish
 
 log = structlog.get_logger(__name__)
 
 _REQUIRED = ("model_kind", "datasets", "checkpoints_dir")
-_KNOWN = (*_REQUIRED, "model_config", "trigger")
+_KNOWN = (*_REQUIRED, "model_config", "trigger", "cleaning")
 
 
 class RequestError(ValueError):
@@ -58,6 +59,7 @@ class TrainRequest:
     checkpoints_dir: Path
     model_config: dict[str, Any]
     trigger: str | None
+    cleaning: CleaningOptions = DEFAULT_OPTIONS
 
     @classmethod
     def from_dict(cls, raw: Any) -> TrainRequest:
@@ -90,12 +92,17 @@ class TrainRequest:
         trigger = raw.get("trigger")
         if trigger is not None and not isinstance(trigger, str):
             raise RequestError("'trigger' must be a string")
+        try:
+            cleaning = CleaningOptions.from_dict(raw.get("cleaning"))
+        except (TypeError, ValueError) as e:
+            raise RequestError(f"'cleaning': {e}") from e
         return cls(
             model_kind=kind,
             datasets=tuple(Path(d).resolve() for d in datasets),
             checkpoints_dir=Path(raw["checkpoints_dir"]).resolve(),
             model_config=dict(model_config),
             trigger=trigger,
+            cleaning=cleaning,
         )
 
 
@@ -121,9 +128,10 @@ def run_training(request: dict[str, Any], *, stop: threading.Event | None = None
         config = CharRNNConfig.from_dict(req.model_config)
     except (TypeError, ValueError) as e:
         raise RequestError(f"'model_config': {e}") from e
-    train, val = split_by_id(tweets, config.val_fraction)
-    train_texts = [t for t in (clean_text(x["text"]) for x in train) if t]
-    val_texts = [t for t in (clean_text(x["text"]) for x in val) if t]
+    cleaned = clean_tweets(tweets, req.cleaning)
+    train, val = split_by_id(cleaned.tweets, config.val_fraction)
+    train_texts = [x["text"] for x in train]
+    val_texts = [x["text"] for x in val]
     if not train_texts:
         names = ", ".join(str(p) for p in req.datasets)
         raise DatasetError(f"{names}: no non-empty tweets to train on")
@@ -135,6 +143,11 @@ def run_training(request: dict[str, Any], *, stop: threading.Event | None = None
         tweets=len(tweets),
         train_tweets=len(train_texts),
         val_tweets=len(val_texts),
+        dropped={
+            "retweets": cleaned.retweets,
+            "empty": cleaned.empty,
+            "duplicates": cleaned.duplicates,
+        },
         dataset_hash=data_hash,
         config=config.to_dict(),
     )
