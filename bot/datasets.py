@@ -50,6 +50,7 @@ def merge_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
                 known.add(tweet_id)
                 fresh.append(record)
         if fresh:
+            fresh.sort(key=lambda record: int(record["id"]))  # oldest first, like the file
             _replace_with(path, fresh)
     return len(fresh)
 

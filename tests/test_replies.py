@@ -70,7 +70,10 @@ def test_an_intent_without_outcome_is_reconciled_not_resent(setup) -> None:
     (m,) = platform.mentions(None)
     state.redis.hset(state.keys.reply("200"), "intent_at", "1")
     platform.reply(m, "sent just before the crash")
-    assert answer_mention(platform, state, service, m, me=me, guard=guard(state)) is ReplyOutcome.RECONCILED
+    assert (
+        answer_mention(platform, state, service, m, me=me, guard=guard(state))
+        is ReplyOutcome.RECONCILED
+    )
     assert replies(platform, "200") == 1
     assert state.redis.hget(state.keys.reply("200"), "tweet_id") == platform.find_reply("200").id
 

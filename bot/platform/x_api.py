@@ -26,7 +26,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from bot.budgets import Budgets, Spend
@@ -104,7 +105,7 @@ class XApi:
         try:
             retrying = Retrying(
                 retry=retry_if_exception_type(_TRANSIENT),
-                wait=wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5),
+                wait=wait_exponential(multiplier=0.5, max=8.0) + wait_random(0, 0.5),
                 stop=stop_after_attempt(self.read_attempts),
                 before_sleep=_log_retry,
                 reraise=True,
