@@ -1,4 +1,4 @@
-"""`parrotbot import-archive`: X data exports (zipped or not) into the dataset, merged with scrapes."""
+"""`parrotbot import-archive`: X data exports, zipped or not, merged with scraped tweets."""
 
 from __future__ import annotations
 

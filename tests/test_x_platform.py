@@ -1,11 +1,10 @@
-"""The X client over real HTTP: base URL, auth, retries, lost answers, rate limits, dry run, logs."""
+"""The X client over real HTTP: base URL, auth, retries, lost answers, rate limits, dry run."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-import time
 
 import pytest
 import structlog
