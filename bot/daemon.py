@@ -75,12 +75,24 @@ class Daemon:
         )
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
+        self._preload_model()
         try:
             self._keep_lease(ttl)
         finally:
             self._shutdown()
         log.info("daemon.stopped", instance=self.instance_id)
         return 0
+
+    def _preload_model(self) -> None:
+        """Load the published model before competing for the lease: a warm standby.
+
+        A standby that takes over from a dead daemon then answers at once instead of first
+        spending seconds importing a framework and loading weights.
+        """
+        try:
+            self.watcher.check()
+        except redis.RedisError as exc:
+            log.warning("redis.unavailable", error=str(exc), during="preload")
 
     def _keep_lease(self, ttl: int) -> None:
         last_renewed = 0.0

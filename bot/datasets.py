@@ -42,6 +42,8 @@ def merge_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_name(path.name + ".lock")):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that died
+            stale.unlink(missing_ok=True)
         known = known_ids(path)
         fresh: list[dict[str, Any]] = []
         for record in records:

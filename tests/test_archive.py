@@ -129,6 +129,11 @@ def _compact(entries: list[dict]) -> str:
     return "window.YTD.tweets.part0 = [\n" + ",\n".join(json.dumps(e) for e in entries) + "\n]"
 
 
+def test_import_archive_is_a_listed_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "import-archive" in result.output
+
+
 def test_malformed_archives_fail_clearly_and_write_nothing(tmp_path: Path, x_config: Path) -> None:
     data_dir = tmp_path / "volume"
     good = tmp_path / "good.js"

@@ -192,3 +192,32 @@ def test_no_credential_reaches_debug_logs(debug_log, emulator, alice, x_platform
     assert "oauth_consumer_key" in text  # requests_oauthlib logged the OAuth parameters
     for name, value in X_SECRETS.items():
         assert value not in text, f"{name} leaked"
+
+
+def test_bad_credentials_are_logged_clearly_and_the_jobs_carry_on(
+    emulator, x_platform_factory, tmp_path, account: str, redis_url: str
+) -> None:
+    from structlog.testing import capture_logs
+
+    from bot.config import BotConfig, GenerationConfig
+    from bot.generation import GenerationService
+    from bot.jobs import BotJobs
+    from tests.conftest import x_config_data
+
+    emulator.add_user("poorrichard")
+    platform = x_platform_factory()
+    config = BotConfig.model_validate(
+        x_config_data(tmp_path / "volume", account, redis_url, emulator.url)
+    )
+    jobs = BotJobs(config=config, state=platform.state, platform=platform,
+                   service=GenerationService(GenerationConfig()), watcher=None,
+                   retrain=None)  # type: ignore[arg-type]  # fmt: skip
+    emulator.revoked_tokens.add(X_SECRETS["ACCESS_TOKEN"])
+    with capture_logs() as logs:
+        jobs.scrape()
+        jobs.mentions()
+    failures = {e["event"]: e for e in logs if e["event"].endswith(".failed")}
+    assert set(failures) == {"scrape.failed", "mentions.failed"}
+    for event in failures.values():
+        assert event["log_level"] == "error" and event["reason"] == "AuthError"
+        assert "check CONSUMER_KEY" in event["error"]

@@ -47,7 +47,9 @@ _OAUTH_REQUIRED = {"oauth_consumer_key", "oauth_token", "oauth_signature", "oaut
 WINDOW_SECONDS = 900
 
 FaultKind = Literal["latency", "status", "lost_response", "status_after_commit"]
-Hook = Callable[[str, "Request"], None]
+# A hook returning True at "received" drops the request unanswered and unprocessed, as if
+# the connection broke before X read it.
+Hook = Callable[[str, "Request"], bool | None]
 
 
 @dataclass
@@ -198,7 +200,8 @@ class XEmulator:
         limited, headers = self._count_call(request.endpoint, request.principal)
         if limited:
             return 429, handlers.problem(429, "Too Many Requests", "Too Many Requests"), headers
-        self._run_hooks("received", request)
+        if self._run_hooks("received", request):
+            return 0, {}, {}
         fault = self._take_fault(request.endpoint)
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.seconds)
@@ -260,9 +263,8 @@ class XEmulator:
                 return fault
         return None
 
-    def _run_hooks(self, phase: str, request: Request) -> None:
-        for hook in list(self.hooks):
-            hook(phase, request)
+    def _run_hooks(self, phase: str, request: Request) -> bool:
+        return any([bool(hook(phase, request)) for hook in list(self.hooks)])
 
 
 def _oauth(headers: dict[str, str]) -> dict[str, str]:
