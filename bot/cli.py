@@ -87,6 +87,9 @@ def mention(
     if settings.platform.kind != "local":
         typer.echo("mention only works with platform.kind: local", err=True)
         raise typer.Exit(1)
+    handle = settings.platform.handle
+    if f"@{handle}".lower() not in text.lower():
+        text = f"@{handle} {text}"  # a mention names the bot, or the bot does not answer it
     record = {"id": new_tweet_id(), "author": author, "text": text, "created_at": now_iso()}
     path = settings.data_dir / "local" / "mentions.jsonl"
     append_line(path, json.dumps(record, ensure_ascii=False))

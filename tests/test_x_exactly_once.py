@@ -48,7 +48,7 @@ class Killer:
         self.armed: tuple[str, str] | None = None
         self.fired = threading.Event()
         self.kills: list[str] = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def arm(self, phase: str, endpoint: str) -> None:
         with self.lock:
@@ -70,16 +70,21 @@ class Killer:
                 return self.kill_leader(f"{phase} {request.endpoint}") and phase == "received"
             return False
 
+    def disarm(self) -> None:
+        with self.lock:
+            self.armed = None
+
     def kill_leader(self, point: str) -> bool:
-        holder = self.client.get(self.lease_key)
-        pid = int(holder.split(":")[1]) if holder else None
-        if pid not in self.pids:
-            return False
-        os.kill(pid, signal.SIGKILL)
-        self.pids.discard(pid)
-        self.kills.append(f"{time.monotonic():.1f} {point}")
-        self.fired.set()
-        return True
+        with self.lock:
+            holder = self.client.get(self.lease_key)
+            pid = int(holder.split(":")[1]) if holder else None
+            if pid not in self.pids:
+                return False  # no lease, or a dead daemon's lease not yet lapsed
+            os.kill(pid, signal.SIGKILL)
+            self.pids.discard(pid)
+            self.kills.append(f"{time.monotonic():.1f} {point}")
+            self.fired.set()
+            return True
 
 
 def _run(
@@ -134,10 +139,15 @@ def _run(
             killer.arm(phase, endpoint)
             # The first life includes loading the model; later ones take over warm.
             if not killer.fired.wait(timeout=40 if number == 0 else 12):
-                killer.armed = None  # the point never came: kill now
-                assert killer.kill_leader(f"fallback after {phase} {endpoint}"), "no leader"
+                killer.disarm()  # the point never came: kill now
+                point = f"fallback after {phase} {endpoint}"
+                wait_until(
+                    lambda point=point: killer.kill_leader(point),
+                    timeout=30,
+                    message=f"no live leader to kill; kills so far: {killer.kills}",
+                )
             start()  # the next standby
-        killer.armed = None
+        killer.disarm()
         wait_until(all_recorded, timeout=90, message="not every mention got an outcome")
         assert len(killer.kills) == kills, killer.kills
         survivors = [d for d in started if d.pid in killer.pids]

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +102,7 @@ class XPlatform:
 
     # --- reads -----------------------------------------------------------------------
     def timeline(self, user: User, since_id: str | None) -> list[Tweet]:
-        exclude = list(self.settings.x.exclude) or None
-        pages = self._pages(
-            lambda n, token: self.api.client.get_users_tweets(
-                user.id,
-                since_id=since_id,
-                max_results=n,
-                pagination_token=token,
-                exclude=exclude,
-                tweet_fields=TWEET_FIELDS,
-                user_auth=self.api.read_user_auth,
-            )
-        )
+        pages = self._user_posts(user, since_id, exclude=list(self.settings.x.exclude))
         tweets = [_tweet(data, {user.id: user.handle}) for body in pages for data in _data(body)]
         return _oldest_first(tweets)
 
@@ -141,15 +131,9 @@ class XPlatform:
         if self.outbox is not None:
             return self.outbox.find_reply(mention_id)
         me = self.me()
-        bodies = self._pages(
-            lambda n, token: self.api.client.get_users_tweets(
-                me.id,
-                since_id=mention_id,
-                max_results=n,
-                pagination_token=token,
-                tweet_fields=TWEET_FIELDS,
-                user_auth=self.api.read_user_auth,
-            ),
+        bodies = self._user_posts(
+            me,
+            mention_id,  # the reply is newer than the mention
             max_pages=self.settings.x.find_reply_pages,
             until=lambda body: any(_replies_to(d, mention_id) for d in _data(body)),
         )
@@ -159,12 +143,36 @@ class XPlatform:
                     return _tweet(data, {me.id: me.handle})
         return None
 
+    def _user_posts(
+        self,
+        user: User,
+        since_id: str | None,
+        *,
+        exclude: list[str] | None = None,
+        max_pages: int | None = None,
+        until: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Pages of `GET /2/users/:id/tweets` newer than `since_id`."""
+        return self._pages(
+            lambda n, token: self.api.client.get_users_tweets(
+                user.id,
+                since_id=since_id,
+                max_results=n,
+                pagination_token=token,
+                exclude=exclude or None,
+                tweet_fields=TWEET_FIELDS,
+                user_auth=self.api.read_user_auth,
+            ),
+            max_pages=max_pages,
+            until=until,
+        )
+
     def _pages(
         self,
-        fetch: Any,
+        fetch: Callable[[int, str | None], dict[str, Any]],
         *,
         max_pages: int | None = None,
-        until: Any = None,
+        until: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
         """Follow `next_token` until X has no more (or `max_pages`, or `until` says stop)."""
         bodies: list[dict[str, Any]] = []
