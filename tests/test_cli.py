@@ -48,3 +48,12 @@ def test_generate_prints_samples_from_the_latest_checkpoint(
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("A ") for line in lines)
+
+
+def test_a_mention_without_the_handle_gets_it_so_the_bot_is_summoned(write_config) -> None:
+    config = write_config()
+    result = runner.invoke(app, ["mention", "what is wisdom?", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    data_dir = Path(yaml.safe_load(config.read_text())["data_dir"])
+    (line,) = (data_dir / "local" / "mentions.jsonl").read_text().splitlines()
+    assert json.loads(line)["text"] == "@parrotbot what is wisdom?"
