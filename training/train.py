@@ -152,9 +152,14 @@ def run_training(request: dict[str, Any], *, stop: threading.Event | None = None
         config=config.to_dict(),
     )
     completed = 0
+    announced = False
 
     def on_epoch(report: EpochReport) -> None:
-        nonlocal completed
+        nonlocal completed, announced
+        if stop is not None and stop.is_set() and not announced:
+            # Logged here, not in the signal handler: see _install_signal_handlers.
+            log.info("train.stop_requested", signal=getattr(stop, "signal_name", None))
+            announced = True
         completed += report.complete
         _log_epoch(report)
 
@@ -206,14 +211,23 @@ def configure_logging() -> None:
     )
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish the current batch and wrap up; second: exit now."""
+class StopFlag(threading.Event):
+    """The stop event, and the name of the signal that set it (for the trainer's log line)."""
+
+    signal_name: str | None = None
+
+
+def _install_signal_handlers(stop: StopFlag) -> None:
+    """First SIGTERM/SIGINT: finish the current batch and wrap up; second: exit now.
+
+    The handler only sets the flag: it runs in the main thread between two bytecodes, maybe
+    while that thread holds the log writer's lock, so logging from it can deadlock.
+    """
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
-            log.warning("train.killed", signal=signal.Signals(signum).name)
             os._exit(128 + signum)
-        log.info("train.stop_requested", signal=signal.Signals(signum).name)
+        stop.signal_name = signal.Signals(signum).name
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)
@@ -226,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--request", required=True, type=Path, help="request JSON file")
     args = parser.parse_args(argv)
     configure_logging()
-    stop = threading.Event()
+    stop = StopFlag()
     _install_signal_handlers(stop)
     try:
         try:
