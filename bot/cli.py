@@ -88,10 +88,56 @@ def mention(
     if settings.platform.kind != "local":
         typer.echo("mention only works with platform.kind: local", err=True)
         raise typer.Exit(1)
+    handle = settings.platform.handle
+    if f"@{handle}".lower() not in text.lower():
+        text = f"@{handle} {text}"  # a mention names the bot, or the bot does not answer it
     record = {"id": new_tweet_id(), "author": author, "text": text, "created_at": now_iso()}
     path = settings.data_dir / "local" / "mentions.jsonl"
     append_line(path, json.dumps(record, ensure_ascii=False))
     typer.echo(f"appended mention {record['id']} to {path}")
+
+
+@app.command("import-archive")
+def import_archive(
+    path: Annotated[
+        Path, typer.Argument(help="The X archive: .zip, unpacked folder or tweets.js.")
+    ],
+    handle: Annotated[str, typer.Option(help="Whose tweets these are: the dataset's name.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Import an X data export (data/tweets.js) into the handle's dataset, deduplicated."""
+    import re
+
+    from bot.archive import ArchiveError, read_archive
+    from bot.config import HANDLE_PATTERN
+    from bot.datasets import dataset_path, merge_records
+
+    settings = _load_or_exit(config)
+    if not re.match(HANDLE_PATTERN, handle):
+        typer.echo(f"--handle: {handle!r} is not an X handle (letters, digits, _; 1-15)", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
+    try:
+        records = read_archive(path)
+    except ArchiveError as exc:
+        typer.echo(f"cannot import: {exc}", err=True)
+        raise typer.Exit(1) from None
+    dataset = dataset_path(settings.data_dir, handle)
+    added = merge_records(dataset, records)
+    _count_new_tweets(settings, added)
+    typer.echo(f"imported {added} new of {len(records)} tweets from {path} into {dataset}")
+
+
+def _count_new_tweets(settings: BotConfig, added: int) -> None:
+    """Feed the auto-retrain trigger; the import itself stands even if Redis is away."""
+    import redis
+
+    from bot.scrape import record_new_tweets
+    from bot.state import BotState, connect
+
+    try:
+        record_new_tweets(BotState(connect(settings), settings.account), added)
+    except redis.RedisError as exc:
+        typer.echo(f"note: new-tweet count not updated (Redis: {exc})", err=True)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from infra.settings import AwsSettings
+from training.cleaning import CleaningOptions
 
 HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -64,18 +65,67 @@ class LocalPlatformConfig(_Strict):
     )
 
 
+Cap = Annotated[int, Field(ge=0)] | None
+Price = Annotated[float, Field(ge=0)]
+
+
+class XBudgetsConfig(_Strict):
+    """Caps per period, counted in Redis before each call; null means no cap.
+
+    Posts and replies share the post caps (X counts both as posts). Reads count the posts
+    (and users) a read returns, as X bills them. Set them from your X plan.
+    """
+
+    posts_per_day: Cap = 50
+    posts_per_month: Cap = 1500
+    reads_per_month: Cap = 10_000
+
+
+class XPricesConfig(_Strict):
+    """Pay-per-use prices in US dollars, for the estimated spend per day (X's 2026 prices)."""
+
+    post: Price = 0.015
+    reply: Price = 0.010  # a reply to a mention of the bot (a "summoned reply")
+    read: Price = 0.005  # per post (or user) returned by a read
+
+
+class XPlatformConfig(_Strict):
+    exclude: list[Literal["retweets", "replies"]] = Field(
+        default=["retweets"], description="What scraping leaves out of targets' timelines."
+    )
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 20.0
+    read_attempts: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=4, description="Tries per read on 5xx and network errors (writes: one)."
+    )
+    rate_limit_max_sleep_seconds: Annotated[float, Field(ge=0, le=900)] = Field(
+        default=5.0,
+        description="A rate-limit reset closer than this is slept out; a later one skips the call.",
+    )
+    find_reply_pages: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=5, description="Pages of the bot's own timeline searched to reconcile a reply."
+    )
+    budgets: XBudgetsConfig = XBudgetsConfig()
+    prices: XPricesConfig = XPricesConfig()
+
+    @field_validator("exclude")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each of retweets, replies at most once")
+        return value
+
+
 class PlatformConfig(_Strict):
     kind: Literal["local", "x"] = "local"
     api_base_url: str = "https://api.x.com"
     handle: Annotated[str, Field(pattern=HANDLE_PATTERN)] = "parrotbot"
+    dry_run: bool = Field(
+        default=False,
+        description="x only: read from X, write posts and replies to the local outbox.",
+    )
     local: LocalPlatformConfig = LocalPlatformConfig()
-
-    @field_validator("kind")
-    @classmethod
-    def _implemented(cls, value: str) -> str:
-        if value == "x":
-            raise ValueError("the x platform is not available yet; use local")
-        return value
+    x: XPlatformConfig = XPlatformConfig()
 
     @field_validator("api_base_url")
     @classmethod
@@ -298,6 +348,22 @@ class HealthConfig(_Strict):
         raise ValueError("must be a loopback address (127.0.0.1, ::1 or localhost)")
 
 
+class RepliesConfig(_Strict):
+    """Limits that keep the bot polite and out of bot-to-bot loops (X's automation rules)."""
+
+    per_conversation_cap: Annotated[int, Field(ge=1)] = Field(
+        default=3, description="Most replies the bot makes in one conversation."
+    )
+    author_cooldown_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=60,
+        description="After answering someone, their mentions in this window are skipped.",
+    )
+    reconcile_grace_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=30,
+        description="A reply whose outcome is unknown is looked for on X only after this long.",
+    )
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -319,6 +385,8 @@ class BotConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
     health: HealthConfig = HealthConfig()
+    replies: RepliesConfig = RepliesConfig()
+    cleaning: CleaningOptions = CleaningOptions()
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -404,7 +472,7 @@ def _describe(error: Any, source: Path, lines: dict[tuple[Any, ...], int]) -> st
     line = _nearest_line(location, lines)
     where = f"{source}:{line}" if line else str(source)
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         message = "unknown setting (check the spelling; see the configuration reference)"
     return f"{where}: {field_path}: {message}"
 

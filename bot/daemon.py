@@ -26,6 +26,7 @@ from bot.generation import GenerationService
 from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
+from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
 from bot.retrain import RetrainTriggers
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
@@ -66,7 +67,11 @@ class Daemon:
         log.info("daemon.starting", instance=self.instance_id, config=str(self.config_path))
         client = connect(self.config)
         self.state = BotState(client, self.config.account)
-        self.platform = self._build_platform()
+        try:
+            self.platform = self._build_platform()
+        except PlatformError as exc:  # missing X credentials: nothing to run with
+            log.error("daemon.platform_unavailable", error=str(exc))
+            return 2
         self.service = GenerationService(self.config.generation, self.config.filters)
         self.watcher = CheckpointWatcher(
             self.config.model_dir,
@@ -84,12 +89,24 @@ class Daemon:
         self.health = self._start_health_server()
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
+        self._preload_model()
         try:
             self._keep_lease(ttl)
         finally:
             self._shutdown()
         log.info("daemon.stopped", instance=self.instance_id)
         return 0
+
+    def _preload_model(self) -> None:
+        """Load the published model before competing for the lease: a warm standby.
+
+        A standby that takes over from a dead daemon then answers at once instead of first
+        spending seconds importing a framework and loading weights.
+        """
+        try:
+            self.watcher.check()
+        except redis.RedisError as exc:
+            log.warning("redis.unavailable", error=str(exc), during="preload")
 
     def _keep_lease(self, ttl: int) -> None:
         last_renewed = 0.0
@@ -276,8 +293,12 @@ class Daemon:
         tweets = load_tweets([path for path in paths if path.exists()])
         return [clean_text(tweet["text"]) for tweet in tweets]
 
-    def _build_platform(self) -> LocalPlatform:
+    def _build_platform(self) -> Platform:
         platform = self.config.platform
+        if platform.kind == "x":
+            from bot.platform.x import XPlatform
+
+            return XPlatform(self.config, self.state)
         return LocalPlatform(
             self.config.data_dir / "local",
             handle=platform.handle,

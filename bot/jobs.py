@@ -17,7 +17,7 @@ import structlog
 from bot.config import BotConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
-from bot.platform.base import Platform, PlatformError
+from bot.platform.base import AuthError, Forbidden, Platform, PlatformError, User
 from bot.pool import TweetPool
 from bot.posting import post_scheduled, refill_pool
 from bot.replies import poll_mentions
@@ -71,7 +71,7 @@ class BotJobs:
     exchange: Any = None
 
     def __post_init__(self) -> None:
-        self._me_id: str | None = None
+        self._me: User | None = None
         self.pool = TweetPool(self.state)
 
     def _recent(self) -> list[str]:
@@ -82,9 +82,11 @@ class BotJobs:
             try:
                 scrape_target(self.platform, self.state, self.config.data_dir, target.handle)
             except PlatformError as exc:
-                log.error("scrape.failed", handle=target.handle, error=str(exc))
+                platform_failed("scrape.failed", exc, handle=target.handle)
 
     def post(self) -> None:
+        if self._writes_spent("post.skipped"):
+            return
         post_scheduled(self.platform, self.state, self.service, self.pool, recent=self._recent())
 
     def pool_refill(self) -> None:
@@ -99,11 +101,29 @@ class BotJobs:
         )
 
     def mentions(self) -> None:
-        if self._me_id is None:
-            self._me_id = self.platform.me().id
-        poll_mentions(
-            self.platform, self.state, self.service, me_id=self._me_id, recent=self._recent()
-        )
+        # With no post budget left, reading mentions would only spend the read budget.
+        if self._writes_spent("mentions.skipped"):
+            return
+        try:
+            if self._me is None:
+                self._me = self.platform.me()
+            poll_mentions(
+                self.platform,
+                self.state,
+                self.service,
+                me=self._me,
+                settings=self.config.replies,
+                recent=self._recent(),
+            )
+        except PlatformError as exc:
+            platform_failed("mentions.failed", exc)
+
+    def _writes_spent(self, event: str) -> bool:
+        writes_left = getattr(self.platform, "writes_left_today", None)
+        if writes_left is not None and writes_left() == 0:
+            log.info(event, reason="budget_spent")
+            return True
+        return False
 
     def checkpoints(self) -> None:
         if self.exchange is not None:
@@ -112,3 +132,9 @@ class BotJobs:
                 self.state.mark_bad_version(version, reason)
         self.watcher.check()
         self.triggers.tick(self.config, have_model=self.service.current is not None)
+
+
+def platform_failed(event: str, exc: PlatformError, **context: object) -> None:
+    """Log a failed platform call; credentials and permissions need the operator (ERROR)."""
+    report = log.error if isinstance(exc, AuthError | Forbidden) else log.warning
+    report(event, reason=type(exc).__name__, error=str(exc), **context)

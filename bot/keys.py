@@ -95,3 +95,28 @@ class Keys:
     @property
     def user_ids(self) -> str:
         return self._key("users")
+
+    # Hash: id and handle of the bot's own account on X, from get_me once.
+    @property
+    def me(self) -> str:
+        return self._key("x", "me")
+
+    # Epoch seconds before which an X endpoint must not be called (its 429 reset).
+    def rate_limit(self, endpoint: str) -> str:
+        return self._key("x", "ratelimit", endpoint)
+
+    # Integer counters of posts+replies or reads in one period ("day:20260301", "month:202603").
+    def budget(self, kind: str, period: str) -> str:
+        return self._key("budget", kind, period)
+
+    # Hash for one UTC day: calls per kind and the estimated spend in micro-dollars.
+    def spend(self, day: str) -> str:
+        return self._key("spend", day)
+
+    # Integer: replies the bot made (or is making) in one conversation.
+    def conversation_replies(self, conversation_id: str) -> str:
+        return self._key("conversation", conversation_id, "replies")
+
+    # Set while an author is in cooldown after the bot answered them.
+    def author_cooldown(self, author_id: str) -> str:
+        return self._key("cooldown", author_id)

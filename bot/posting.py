@@ -8,7 +8,7 @@ import structlog
 
 from bot import metrics
 from bot.generation import Batch, GenerationService
-from bot.platform.base import Platform, Tweet
+from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet
 from bot.pool import TweetPool
 from bot.state import BotState, PostedTweet
 
@@ -40,7 +40,15 @@ def post_scheduled(
             log.warning("post.skipped", reason="no_acceptable_text")
             return None
         text, source = generated.text, "direct"
-    tweet = platform.post(text)
+    try:
+        tweet = platform.post(text)
+    except OutcomeUnknown as exc:
+        # A scheduled post is not worth a duplicate: it is neither retried nor reconciled.
+        log.warning("post.outcome_unknown", error=str(exc))
+        return None
+    except PlatformError as exc:
+        log.warning("post.skipped", reason=type(exc).__name__, error=str(exc))
+        return None
     state.record_posted(
         PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version)
     )

@@ -99,6 +99,12 @@ def request_training(
         dataset_hash=data_hash,
         model_config=config.model.hyperparameters(),
         trigger=trigger,
+        weights=[
+            target.weight
+            for target in config.targets
+            if dataset_path(config.data_dir, target.handle) in paths
+        ],
+        cleaning=config.cleaning.to_dict(),
     )
     requested = queue.request(spec)
     # The tweets counted so far are in this job's data; ones scraped meanwhile stay counted.

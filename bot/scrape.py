@@ -1,21 +1,26 @@
 """Incremental scraping: each target's new tweets, since its cursor, into its dataset file.
 
-The dataset file is append-only and deduplicated by id, and the cursor moves only after
-the tweets are safely on disk, so a crash mid-scrape re-fetches rather than loses.
+The platform pages through everything newer than the cursor (on X: ceil(new/100) calls of
+100, one call when nothing is new). The tweets are merged into the dataset (deduplicated by
+id, the file replaced atomically), and only then does the cursor move, so a crash mid-scrape
+re-fetches rather than loses. X serves only a timeline's latest 3,200 posts: a scrape that
+reaches that cap says so, since older tweets can only come from the archive.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from bot.datasets import dataset_path, merge_records
 from bot.platform.base import Platform
 from bot.state import BotState
+
+__all__ = ["ScrapeResult", "dataset_path", "record_new_tweets", "scrape_target"]
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +29,8 @@ log = structlog.get_logger(__name__)
 class ScrapeResult:
     handle: str
     new_tweets: int
-
-
-def dataset_path(data_dir: Path, handle: str) -> Path:
-    return data_dir / "datasets" / f"{handle}.jsonl"
+    fetched: int = 0
+    capped: bool = False  # the platform's reach ended before the cursor: older tweets missed
 
 
 def scrape_target(platform: Platform, state: BotState, data_dir: Path, handle: str) -> ScrapeResult:
@@ -35,38 +38,35 @@ def scrape_target(platform: Platform, state: BotState, data_dir: Path, handle: s
     cursor_name = f"timeline:{handle}"
     tweets = platform.timeline(user, since_id=state.cursor(cursor_name))
     path = dataset_path(data_dir, handle)
-    known = _known_ids(path)
-    fresh = [tweet for tweet in tweets if tweet.id not in known]
-    if fresh:
-        _append_records(path, [tweet.as_dataset_record() for tweet in fresh])
-        state.redis.incrby(state.keys.new_tweets_since_training, len(fresh))
+    added = merge_records(path, [tweet.as_dataset_record() for tweet in tweets])
+    record_new_tweets(state, added)
     if tweets:
         state.set_cursor(cursor_name, tweets[-1].id)
     state.redis.hset(
-        state.keys.last_scrape, handle, json.dumps({"at": time.time(), "new_tweets": len(fresh)})
+        state.keys.last_scrape, handle, json.dumps({"at": time.time(), "new_tweets": added})
     )
-    log.info("scrape.done", handle=handle, new_tweets=len(fresh), dataset=str(path))
-    return ScrapeResult(handle=handle, new_tweets=len(fresh))
+    cap = getattr(platform, "timeline_cap", None)
+    capped = cap is not None and len(tweets) >= cap
+    if capped:
+        log.warning(
+            "scrape.cap_reached",
+            handle=handle,
+            cap=cap,
+            hint="X serves only the latest posts; import the archive for older ones "
+            "(parrotbot import-archive)",
+        )
+    log.info(
+        "scrape.done",
+        handle=handle,
+        new_tweets=added,
+        fetched=len(tweets),
+        capped=capped,
+        dataset=str(path),
+    )
+    return ScrapeResult(handle=handle, new_tweets=added, fetched=len(tweets), capped=capped)
 
 
-def _known_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    ids = set()
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                ids.add(str(json.loads(line)["id"]))
-    return ids
-
-
-def _append_records(path: Path, records: list[dict[str, object]]) -> None:
-    """One write of whole lines, fsynced: a crash leaves all of them or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, payload.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def record_new_tweets(state: BotState, count: int) -> None:
+    """Count tweets added since the last training (the auto-retrain trigger reads it)."""
+    if count:
+        state.redis.incrby(state.keys.new_tweets_since_training, count)

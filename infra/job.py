@@ -45,6 +45,10 @@ class JobSpec:
     dataset_hash: str
     model_config: dict[str, Any]
     trigger: str
+    # One sampling weight per dataset (the targets' `weight`); None: all equal.
+    weights: list[float] | None = None
+    # training.cleaning options (the config's `cleaning` section); empty: the defaults.
+    cleaning: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -18,6 +18,8 @@ class TrainingRequest:
     weights: list[float] | None = None
     # Continue the newest run folder of this model kind (after a spot interruption, say).
     resume: bool = False
+    # training.cleaning options; empty: the defaults.
+    cleaning: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

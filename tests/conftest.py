@@ -121,3 +121,66 @@ def trained_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return root / "checkpoints"
+
+
+# --- X: the API emulator, credentials, and configs that point the bot at it --------------
+X_SECRETS = {
+    # Distinctive values, so a leak into any log line is found by a plain substring search.
+    "CONSUMER_KEY": "ckXemuConsumerKey7f3a",
+    "CONSUMER_SECRET": "csXemuConsumerSecret91bd",
+    "ACCESS_TOKEN": "1000-atXemuAccessToken55c2",
+    "ACCESS_TOKEN_SECRET": "atsXemuAccessSecret0e4f",
+}
+
+
+@pytest.fixture
+def emulator():
+    """A fresh X API v2 emulator on loopback; the bot's account holds the test credentials."""
+    from tests.x_emulator import XEmulator
+
+    server = XEmulator().start()
+    server.bot = server.add_user("parrotbot", access_token=X_SECRETS["ACCESS_TOKEN"])
+    yield server
+    server.stop()
+
+
+def x_config_data(data_dir: Path, account: str, redis_url: str, api_base_url: str) -> dict:
+    """The tiny offline test config, switched to the X platform at `api_base_url`."""
+    data = offline_config_data(data_dir, account, redis_url)
+    data["platform"] = {
+        "kind": "x",
+        "api_base_url": api_base_url,
+        "handle": "parrotbot",
+        "x": {
+            "exclude": ["retweets", "replies"],
+            "connect_timeout_seconds": 2,
+            "read_timeout_seconds": 3,
+            "budgets": {
+                "posts_per_day": 1000,
+                "posts_per_month": 10000,
+                "reads_per_month": 1_000_000,
+            },
+        },
+    }
+    data["replies"] = {"author_cooldown_seconds": 0, "reconcile_grace_seconds": 0}
+    return data
+
+
+@pytest.fixture
+def x_platform_factory(tmp_path: Path, account: str, redis_url: str, emulator):
+    """Build XPlatform objects (in this process) against the emulator; `x` overrides merge in."""
+    from bot.config import BotConfig, Secrets
+    from bot.platform.x import XPlatform
+    from bot.state import BotState
+
+    def make(*, x: dict | None = None, dry_run: bool = False, replies: dict | None = None):
+        data = x_config_data(tmp_path / "volume", account, redis_url, emulator.url)
+        data["platform"]["x"].update(x or {})
+        data["platform"]["dry_run"] = dry_run
+        data["replies"].update(replies or {})
+        config = BotConfig.model_validate(data)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        secrets = Secrets(**{name.lower(): value for name, value in X_SECRETS.items()})
+        return XPlatform(config, BotState(client, account), secrets)
+
+    return make

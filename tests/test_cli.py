@@ -55,3 +55,12 @@ def test_rollback_without_a_previous_version_exits_1(write_config) -> None:
     result = runner.invoke(app, ["rollback", "-c", str(config)])
     assert result.exit_code == 1
     assert "nothing to roll back" in result.stderr
+
+
+def test_a_mention_without_the_handle_gets_it_so_the_bot_is_summoned(write_config) -> None:
+    config = write_config()
+    result = runner.invoke(app, ["mention", "what is wisdom?", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    data_dir = Path(yaml.safe_load(config.read_text())["data_dir"])
+    (line,) = (data_dir / "local" / "mentions.jsonl").read_text().splitlines()
+    assert json.loads(line)["text"] == "@parrotbot what is wisdom?"

@@ -146,3 +146,19 @@ def test_check_config_as_a_real_process_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "bogus: unknown setting" in done.stderr
+
+
+def test_the_x_example_config_is_valid_and_x_settings_are_checked(tmp_path: Path) -> None:
+    config = load_config(REPO / "config" / "x.example.yaml")
+    assert config.platform.kind == "x" and config.platform.dry_run
+    assert config.platform.x.budgets.posts_per_day == 20
+    bad = (
+        VALID + "platform:\n  kind: x\n  x:\n    exclude: [retweets, quotes]\n"
+        "    budgets:\n      posts_per_day: -1\n"
+        "cleaning:\n  urls: erase\n  shout: true\n"
+    )
+    result = runner.invoke(app, ["check-config", str(write(tmp_path, bad))])
+    assert result.exit_code == 2
+    for expected in ("platform.x.exclude.1", "platform.x.budgets.posts_per_day",
+                     "cleaning.urls", "cleaning.shout: unknown setting"):  # fmt: skip
+        assert expected in result.stderr, result.stderr

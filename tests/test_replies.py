@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.config import FilterConfig, GenerationConfig
+from bot.config import FilterConfig, GenerationConfig, RepliesConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.platform.local import LocalPlatform
 from bot.replies import ReplyOutcome, answer_mention, poll_mentions
+from bot.rules import ReplyGuard
 from bot.state import BotState
 
 
@@ -29,6 +30,10 @@ def setup(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, 
     return platform, state, service
 
 
+def guard(state: BotState) -> ReplyGuard:
+    return ReplyGuard(state, RepliesConfig())
+
+
 def mention(platform: LocalPlatform, mention_id: str, author: str = "alice") -> None:
     with platform.mentions_path.open("a") as f:
         f.write(f'{{"id": "{mention_id}", "author": "{author}", "text": "@parrotbot hi"}}\n')
@@ -40,17 +45,17 @@ def replies(platform: LocalPlatform, mention_id: str) -> int:
 
 def test_each_mention_is_answered_once_and_the_cursor_follows(setup) -> None:
     platform, state, service = setup
-    me = platform.me().id
+    me = platform.me()
     mention(platform, "100")
     mention(platform, "101", author="parrotbot")  # the bot itself: never answered
-    assert poll_mentions(platform, state, service, me_id=me) == [
+    assert poll_mentions(platform, state, service, me=me) == [
         ReplyOutcome.REPLIED,
         ReplyOutcome.SKIPPED_SELF,
     ]
     assert state.cursor("mentions") == "101"
-    assert poll_mentions(platform, state, service, me_id=me) == []
+    assert poll_mentions(platform, state, service, me=me) == []
     state.redis.delete(state.keys.cursor("mentions"))  # even with the cursor lost…
-    assert poll_mentions(platform, state, service, me_id=me) == [
+    assert poll_mentions(platform, state, service, me=me) == [
         ReplyOutcome.ALREADY_REPLIED,
         ReplyOutcome.ALREADY_REPLIED,
     ]
@@ -60,12 +65,15 @@ def test_each_mention_is_answered_once_and_the_cursor_follows(setup) -> None:
 def test_an_intent_without_outcome_is_reconciled_not_resent(setup) -> None:
     """A daemon that died after the reply went out but before recording it."""
     platform, state, service = setup
-    me = platform.me().id
+    me = platform.me()
     mention(platform, "200")
     (m,) = platform.mentions(None)
     state.redis.hset(state.keys.reply("200"), "intent_at", "1")
     platform.reply(m, "sent just before the crash")
-    assert answer_mention(platform, state, service, m, me_id=me) is ReplyOutcome.RECONCILED
+    assert (
+        answer_mention(platform, state, service, m, me=me, guard=guard(state))
+        is ReplyOutcome.RECONCILED
+    )
     assert replies(platform, "200") == 1
     assert state.redis.hget(state.keys.reply("200"), "tweet_id") == platform.find_reply("200").id
 
@@ -76,7 +84,7 @@ def test_an_intent_whose_reply_never_went_out_is_retried(setup) -> None:
     mention(platform, "300")
     (m,) = platform.mentions(None)
     state.redis.hset(state.keys.reply("300"), "intent_at", "1")
-    outcome = answer_mention(platform, state, service, m, me_id=platform.me().id)
+    outcome = answer_mention(platform, state, service, m, me=platform.me(), guard=guard(state))
     assert outcome is ReplyOutcome.REPLIED
     assert replies(platform, "300") == 1
 
@@ -85,5 +93,5 @@ def test_no_model_means_no_reply_and_the_cursor_stays(setup, account: str) -> No
     platform, state, _service = setup
     mention(platform, "400")
     idle = GenerationService(GenerationConfig(), FilterConfig())
-    assert poll_mentions(platform, state, idle, me_id=platform.me().id) == []
+    assert poll_mentions(platform, state, idle, me=platform.me()) == []
     assert state.cursor("mentions") is None

@@ -28,7 +28,12 @@ def _dataset(tmp_path: Path, n: int = 60) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         json.dumps(
-            {"id": str(1000 + i), "text": PHRASES[i % 3], "created_at": "2024-01-01T00:00:00Z"}
+            # Numbered: cleaning drops exact duplicates, and these tests want n distinct tweets.
+            {
+                "id": str(1000 + i),
+                "text": f"{PHRASES[i % 3]} {i}",
+                "created_at": "2024-01-01T00:00:00Z",
+            }
         )
         for i in range(n)
     ]

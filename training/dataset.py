@@ -8,18 +8,16 @@ tests can hash and split datasets without importing a framework.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-log = structlog.get_logger(__name__)
+from training import cleaning
 
-_WHITESPACE = re.compile(r"\s+")
+log = structlog.get_logger(__name__)
 
 
 class DatasetError(Exception):
@@ -107,9 +105,9 @@ def split_by_id(
 
 
 def clean_text(text: str) -> str:
-    """Minimal cleaning: decode HTML entities X sends (``&amp;``), collapse whitespace.
+    """One tweet's text cleaned with the default options of `training.cleaning`.
 
-    Newlines become spaces because the model uses its own end-of-tweet token as the only
-    boundary; a fuller cleaning module (links, mentions) will replace this.
+    Kept for callers that clean one text at a time; `clean_tweets` there also drops
+    retweets and duplicates, and takes the configured options.
     """
-    return _WHITESPACE.sub(" ", html.unescape(text)).strip()
+    return cleaning.clean_text(text)

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.dataset import DatasetError, clean_text, dataset_hash, load_tweets, split_by_id
+from training.cleaning import DEFAULT_OPTIONS, CleaningOptions, clean_tweets
+from training.dataset import DatasetError, dataset_hash, load_tweets, split_by_id
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,17 @@ def _copies(tweet_id: str, weight: float) -> int:
 
 
 def prepare(
-    datasets: Sequence[Path], weights: Sequence[float] | None, val_fraction: float
+    datasets: Sequence[Path],
+    weights: Sequence[float] | None,
+    val_fraction: float,
+    cleaning: CleaningOptions = DEFAULT_OPTIONS,
 ) -> Prepared:
-    """Texts ready for a trainer; raises DatasetError when nothing usable remains."""
+    """Texts ready for a trainer; raises DatasetError when nothing usable remains.
+
+    Cleaning (training.cleaning) runs before the split: retweets and duplicates go, URLs and
+    @mentions become placeholders. The dataset hash is over the raw tweets, so it names the
+    data, not the cleaning settings.
+    """
     if weights is not None and len(weights) != len(datasets):
         raise DatasetError("'weights' must have one number per dataset")
     weights = list(weights) if weights is not None else [1.0] * len(datasets)
@@ -46,14 +55,13 @@ def prepare(
             # A tweet in two targets' files counts once, with the larger weight.
             weight_of[tweet["id"]] = max(weight_of.get(tweet["id"], 0.0), weight / lowest)
     tweets = load_tweets(list(datasets))
-    train, val = split_by_id(tweets, val_fraction)
+    train, val = split_by_id(clean_tweets(tweets, cleaning).tweets, val_fraction)
     train_texts = [
-        text
+        tweet["text"]
         for tweet in train
-        if (text := clean_text(tweet["text"]))
         for _ in range(_copies(tweet["id"], weight_of[tweet["id"]]))
     ]
-    val_texts = [t for t in (clean_text(x["text"]) for x in val) if t]
+    val_texts = [tweet["text"] for tweet in val]
     if not train_texts:
         names = ", ".join(str(p) for p in datasets)
         raise DatasetError(f"{names}: no non-empty tweets to train on")

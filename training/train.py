@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from training.cleaning import DEFAULT_OPTIONS, CleaningOptions
 from training.dataset import DatasetError
 from training.models import MODEL_KINDS, EpochReport
 from training.prepare import prepare
@@ -47,7 +48,7 @@ from training.runs import ResumeError, find_resumable_run, new_run_dir
 log = structlog.get_logger(__name__)
 
 _REQUIRED = ("model_kind", "datasets", "checkpoints_dir")
-_KNOWN = (*_REQUIRED, "model_config", "trigger", "weights", "resume")
+_KNOWN = (*_REQUIRED, "model_config", "trigger", "weights", "resume", "cleaning")
 
 
 class RequestError(ValueError):
@@ -69,6 +70,7 @@ class TrainRequest:
     trigger: str | None
     weights: tuple[float, ...] | None = None
     resume: bool = False
+    cleaning: CleaningOptions = DEFAULT_OPTIONS
 
     @classmethod
     def from_dict(cls, raw: Any) -> TrainRequest:
@@ -110,6 +112,10 @@ class TrainRequest:
             raise RequestError("'weights' must be a list of numbers, one per dataset")
         if not isinstance(raw.get("resume", False), bool):
             raise RequestError("'resume' must be true or false")
+        try:
+            cleaning = CleaningOptions.from_dict(raw.get("cleaning"))
+        except (TypeError, ValueError) as e:
+            raise RequestError(f"'cleaning': {e}") from e
         return cls(
             model_kind=kind,
             datasets=tuple(Path(d).resolve() for d in datasets),
@@ -118,6 +124,7 @@ class TrainRequest:
             trigger=trigger,
             weights=None if weights is None else tuple(float(w) for w in weights),
             resume=bool(raw.get("resume", False)),
+            cleaning=cleaning,
         )
 
 
@@ -198,7 +205,7 @@ def run_training(
 
     req = TrainRequest.from_dict(request)
     config = _parse_config(req.model_kind, req.model_config)
-    prepared = prepare(req.datasets, req.weights, config.val_fraction)
+    prepared = prepare(req.datasets, req.weights, config.val_fraction, req.cleaning)
     identity = {
         "model_kind": req.model_kind,
         "dataset_hash": prepared.dataset_hash,

@@ -11,7 +11,50 @@ from typing import Protocol
 
 
 class PlatformError(Exception):
-    """A platform call failed in a way the caller should log and move past."""
+    """A platform call failed in a way the caller should log and move past.
+
+    Unless it is an `OutcomeUnknown`, a failed write is known not to have happened, so the
+    caller may try it again later without risking a duplicate.
+    """
+
+
+class RateLimited(PlatformError):
+    """The platform said 429 (or an earlier 429 has not reset yet): nothing was sent."""
+
+    def __init__(self, message: str, *, reset_at: float) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class AuthError(PlatformError):
+    """401, or credentials missing: the operator must fix the keys; retrying will not help."""
+
+
+class Forbidden(PlatformError):
+    """403: the app or account may not do this (permissions, a suspended account, policy)."""
+
+
+class ReplyNotAllowed(Forbidden):
+    """403 on a reply: the author did not mention the bot, so X refuses the reply."""
+
+
+class NotFound(PlatformError):
+    """The user or tweet does not exist (or is not visible to the bot)."""
+
+
+class ServerError(PlatformError):
+    """5xx or a network failure on a read, after the retries were spent."""
+
+
+class OutcomeUnknown(PlatformError):
+    """A write was sent but its answer was lost (timeout, dropped connection, 5xx).
+
+    The post may exist: reconcile against the platform before ever sending it again.
+    """
+
+
+class BudgetExhausted(PlatformError):
+    """A configured budget is spent for this period; the call was not made."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +74,7 @@ class Tweet:
     conversation_id: str | None = None
     is_reply: bool = False
     is_quote: bool = False
+    is_retweet: bool = False
     lang: str | None = None
 
     def as_dataset_record(self) -> dict[str, object]:
@@ -41,6 +85,7 @@ class Tweet:
             "created_at": self.created_at,
             "is_reply": self.is_reply,
             "is_quote": self.is_quote,
+            "is_retweet": self.is_retweet,
             "lang": self.lang,
         }
 
@@ -51,6 +96,13 @@ def tweet_id_key(tweet_id: str) -> int:
 
 
 class Platform(Protocol):
+    # The most tweets `timeline` can reach back (X: the latest 3,200); None when unbounded.
+    timeline_cap: int | None
+
+    def prepare(self) -> None:
+        """Get ready to serve (create folders); never fails on a network problem."""
+        ...
+
     def me(self) -> User:
         """The bot's own account."""
         ...

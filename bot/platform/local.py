@@ -49,6 +49,8 @@ def now_iso() -> str:
 
 
 class LocalPlatform:
+    timeline_cap: int | None = None
+
     def __init__(self, root: Path, handle: str, seed_timelines_dir: Path | None = None) -> None:
         self.root = root
         self.handle = handle

@@ -140,6 +140,8 @@ class AwsBackend:
             "checkpoints_dir": f"{job_dir}/checkpoints",
             "model_config": job.model_config,
             "trigger": job.trigger,
+            "weights": job.weights,
+            "cleaning": job.cleaning,
         }
 
     def _end_leftovers(self, job: Job) -> None:

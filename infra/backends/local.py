@@ -138,6 +138,8 @@ class LocalBackend:
             checkpoints_dir=str(self.data_dir / "checkpoints"),
             model_config=job.model_config,
             trigger=job.trigger,
+            weights=job.weights,
+            cleaning=job.cleaning,
         )
         request_path, log_path = self._paths(job)
         request_path.write_text(request.to_json(), encoding="utf-8")
