@@ -21,3 +21,13 @@ def test_benchmarks_write_results_and_the_readme_table() -> None:
         assert key in results["gpt2"]
     assert results["char_rnn"]["chars_per_s_ratio_vs_keras_baseline"] > 0
     assert run_benchmarks.BEGIN in run_benchmarks.README.read_text()
+
+
+def test_serving_benchmarks_write_their_sections() -> None:
+    from tests.benchmarks import serving
+
+    assert serving.main([]) == 0
+    results = json.loads(serving.RESULTS.read_text())
+    assert results["generation"]["accepted_tweets_per_s_ratio"] > 0
+    assert results["hot_swap"]["failed_requests"] == 0
+    assert results["novelty"]["copies_after_filter"] == 0
