@@ -161,6 +161,15 @@ class Budgets:
         report["usd"] = int(raw.get("micro_usd", 0)) / MICRO
         return report
 
+    def spend_this_month(self) -> float:
+        """Estimated dollars since the first of the current UTC month."""
+        day, month = _periods()
+        days = [f"{month}{d:02d}" for d in range(1, int(day[-2:]) + 1)]
+        pipe = self.redis.pipeline(transaction=False)
+        for each in days:
+            pipe.hget(self.keys.spend(each), "micro_usd")
+        return sum(int(value or 0) for value in pipe.execute()) / MICRO
+
     def _counters(self, kind: Spend, day: str, month: str) -> list[_Counter]:
         limits, keys = self.limits, self.keys
         if kind is Spend.READ:

@@ -60,6 +60,7 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
         "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
         "mentions_cursor": state.cursor(MENTIONS_CURSOR),
         "today": _posted_today(state),
+        "x_budget": _x_budget(config, state),
         "training": [
             {
                 "id": job.id,
@@ -73,6 +74,22 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
             }
             for job in recent_jobs
         ],
+    }
+
+
+def _x_budget(config: BotConfig, state: BotState) -> dict[str, Any]:
+    """Caps, writes left today and estimated X spend (pay-per-use prices from the config)."""
+    from bot.budgets import Budgets
+
+    x = config.platform.x
+    budgets = Budgets(state.redis, state.keys, x.budgets, x.prices)
+    today = budgets.spend_today()
+    return {
+        "posts_per_day": x.budgets.posts_per_day,
+        "writes_left_today": budgets.writes_left_today(),
+        "calls_today": {kind: int(count) for kind, count in today.items() if kind != "usd"},
+        "usd_today": round(today["usd"], 4),
+        "usd_this_month": round(budgets.spend_this_month(), 4),
     }
 
 
@@ -131,6 +148,7 @@ def render(status: dict[str, Any]) -> Any:
                     "today",
                     f"{status['today']['posts']} posts, {status['today']['replies']} replies",
                 ),
+                ("X budget", _budget_line(status["x_budget"])),
                 ("mentions cursor", status["mentions_cursor"]),
                 ("new tweets since training", status["new_tweets_since_training"]),
                 ("filtered", _filters(status["filters"])),
@@ -163,6 +181,15 @@ def _ago(seconds: float | None) -> str | None:
 
 def _number(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    left = budget["writes_left_today"]
+    writes = "no daily cap" if left is None else f"{left} of {budget['posts_per_day']} writes left"
+    return (
+        f"{writes}; est. spend ${budget['usd_today']:.3f} today, "
+        f"${budget['usd_this_month']:.3f} this month"
+    )
 
 
 def _filters(counts: dict[str, int]) -> str:

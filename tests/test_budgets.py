@@ -92,3 +92,15 @@ def test_two_processes_for_one_account_never_post_beyond_the_daily_budget(
     assert len(emulator.requests_to(CREATE)) == 7  # the budget held on the wire, too
     assert Budgets(redis_client, Keys(account), XBudgetsConfig(posts_per_day=7),
                    XPricesConfig()).writes_left_today() == 0  # fmt: skip
+
+
+def test_spend_this_month_adds_up_the_days(redis_client, account: str) -> None:
+    from bot.budgets import Budgets, Spend
+    from bot.config import XBudgetsConfig, XPricesConfig
+    from bot.keys import Keys
+
+    budgets = Budgets(redis_client, Keys(account), XBudgetsConfig(), XPricesConfig(post=0.015))
+    budgets.reserve(Spend.POST)
+    budgets.reserve(Spend.POST)
+    assert budgets.spend_today()["usd"] == 0.03
+    assert budgets.spend_this_month() == 0.03

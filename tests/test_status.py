@@ -56,6 +56,7 @@ def test_status_reports_what_the_bot_recorded(write_config, trained_checkpoints:
     assert report["model"]["step"] == service.current.manifest.step
     assert report["pool_size"] == added
     assert report["today"] == {"posts": 1, "replies": 1}
+    assert report["x_budget"]["usd_today"] == 0 and report["x_budget"]["usd_this_month"] == 0
     assert report["filters"]["checked"] == 4
     assert report["targets"]["poorrichard"]["new_tweets_last_scrape"] == scraped
     assert report["new_tweets_since_training"] == 0  # the queued job took them
