@@ -15,6 +15,21 @@ from typing import Any
 Event = dict[str, Any]
 
 
+def parse_events(text: str) -> list[Event]:
+    """Our JSON log lines; TensorFlow's C++ start-up lines and half-written lines are skipped."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "event" in record:
+            found.append(record)
+    return found
+
+
 class DaemonProcess:
     def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
@@ -42,15 +57,7 @@ class DaemonProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def events(self) -> list[Event]:
-        found = []
-        for line in self.text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "event" in record:
-                found.append(record)
-        return found
+        return parse_events(self.text())
 
     def named(self, name: str) -> list[Event]:
         return [event for event in self.events() if event["event"] == name]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from tests.daemon_process import parse_events
 from tests.training_data import REPO, TINY_GPT2, request, write_dataset
 from training.publish import list_versions, read_latest, verify_version
 from training.runs import list_checkpoints, runs_root
@@ -30,10 +31,6 @@ def _start(tmp_path: Path, req: dict[str, Any], *extra: str) -> subprocess.Popen
     command = [sys.executable, "-m", "training.train", "--request", str(path), *extra]
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-
-
-def _events(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def _wait_for(proc: subprocess.Popen[str], event: str, timeout: float = 90) -> list[str]:
@@ -67,7 +64,7 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path
     dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
     req = request(tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 60, "eval_interval": 10})
     rest = _sigterm_after(_start(tmp_path, req), "train.eval_done")
-    events = _events(rest)
+    events = parse_events(rest)
     stopped = next(e for e in events if e["event"] == "gpt2.stopping")
     assert stopped["stop_requested"] and 10 <= stopped["step"] < 60
     assert "train.stop_requested" in [e["event"] for e in events]
@@ -77,7 +74,7 @@ def test_sigterm_saves_a_checkpoint_exits_0_and_resume_finishes_the_run(tmp_path
     resumed = _start(tmp_path, req, "--resume")
     _, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err
-    events = _events(err)
+    events = parse_events(err)
     assert next(e for e in events if e["event"] == "gpt2.resumed")["step"] == stopped["step"]
     model_dir = tmp_path / "checkpoints" / "gpt2"
     manifest = verify_version(model_dir / str(read_latest(model_dir)), expected_kind="gpt2")
@@ -145,7 +142,7 @@ def test_char_rnn_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> No
     resumed = _start(tmp_path, req, "--resume")
     _, err = resumed.communicate(timeout=240)
     assert resumed.returncode == 0, err
-    assert "char_rnn.resumed" in [e["event"] for e in _events(err)]
+    assert "char_rnn.resumed" in [e["event"] for e in parse_events(err)]
     model_dir = tmp_path / "split" / "checkpoints" / "char_rnn"
     final = verify_version(model_dir / str(read_latest(model_dir)))
     assert final.step == whole.step

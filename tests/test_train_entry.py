@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_process import parse_events
 from training.dataset import dataset_hash, load_tweets
 from training.publish import list_versions, read_latest, verify_version
 from training.train import TrainingStopped, run_training
@@ -65,11 +66,6 @@ def _env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(ROOT)}
 
 
-def _events(stderr: str) -> list[dict[str, Any]]:
-    """Our JSON log lines; TensorFlow's own C++ start-up lines are not JSON and are skipped."""
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-
-
 def test_trains_and_publishes_a_verified_version(tmp_path: Path) -> None:
     dataset = _dataset(tmp_path)
     request_path = _write_request(tmp_path, _request(tmp_path, [str(dataset)]))
@@ -78,7 +74,7 @@ def test_trains_and_publishes_a_verified_version(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
-    events = _events(proc.stderr)
+    events = parse_events(proc.stderr)
     names = [e["event"] for e in events]
     assert names.count("train.epoch_done") == 2
     assert names.index("train.started") < names.index("train.published")
@@ -112,7 +108,7 @@ def test_missing_dataset_fails_with_one_clear_line(tmp_path: Path) -> None:
         _command(request_path), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 1
-    failed = [e for e in _events(proc.stderr) if e["event"] == "train.failed"]
+    failed = [e for e in parse_events(proc.stderr) if e["event"] == "train.failed"]
     assert len(failed) == 1 and str(missing) in failed[0]["error"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "checkpoints" / "char_rnn").exists()
@@ -137,7 +133,7 @@ def test_sigterm_after_an_epoch_publishes_what_it_has(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    names = [e["event"] for e in _events(rest)]
+    names = [e["event"] for e in parse_events(rest)]
     assert "train.stop_requested" in names and "train.published" in names
     model_dir = tmp_path / "checkpoints" / "char_rnn"
     manifest = verify_version(model_dir / str(read_latest(model_dir)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
 from infra.setup import setup
 from tests.conftest import SAMPLE_TIMELINE
-from tests.daemon_process import wait_until
+from tests.daemon_process import parse_events, wait_until
 from tests.infra.helpers import aws_settings_data, live_instances
 from tests.infra.test_aws_backend import act_as_instance
 from tests.retrain_helpers import wait_job
@@ -38,14 +37,7 @@ def start_launcher(config: Path, log_path: Path, env: dict[str, str]) -> subproc
 
 
 def events(log_path: Path) -> list[dict]:
-    found = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-    return found
+    return parse_events(log_path.read_text(errors="replace"))
 
 
 def test_a_killed_launchers_job_is_reclaimed_and_adopted_by_another(
