@@ -153,6 +153,22 @@ class Budgets:
         ]
         return max(0, min(lefts)) if lefts else None
 
+    def remaining(self) -> dict[str, int]:
+        """What each capped counter still allows in its current period, by config field name."""
+        day, month = _periods()
+        counters = [
+            counter
+            for kind in (Spend.POST, Spend.READ)
+            for counter in self._counters(kind, day, month)
+            if counter.cap is not None
+        ]
+        used = self.redis.mget([counter.key for counter in counters]) if counters else []
+        return {
+            counter.name: max(0, counter.cap - int(value or 0))
+            for counter, value in zip(counters, used, strict=True)
+            if counter.cap is not None
+        }
+
     def spend_today(self) -> dict[str, float]:
         """Calls per kind and the estimated dollars for the current UTC day."""
         day, _month = _periods()

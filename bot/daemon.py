@@ -19,8 +19,10 @@ from typing import Any
 
 import redis
 import structlog
+from prometheus_client import REGISTRY
 
 from bot import jobs, metrics
+from bot.budgets import Budgets
 from bot.config import BotConfig, ConfigError, load_config
 from bot.generation import GenerationService
 from bot.health import Health, HealthServer
@@ -28,6 +30,7 @@ from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
 from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
+from bot.redis_metrics import RedisStateCollector
 from bot.retrain import RetrainTriggers
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
 from bot.scrape import dataset_path
@@ -58,6 +61,7 @@ class Daemon:
         self._config_stamp = _file_stamp(config_path)
         self.abandoned_jobs = False
         self.health: HealthServer | None = None
+        self.state_metrics: RedisStateCollector | None = None
         self.launcher: Launcher | None = None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -87,6 +91,8 @@ class Daemon:
             self.launcher = self._build_launcher(queue)
             self.launcher.start()
         self.health = self._start_health_server()
+        if self.health is not None:
+            self.state_metrics = self._register_state_metrics(client, queue)
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
         self._preload_model()
@@ -171,6 +177,8 @@ class Daemon:
         self._step_down()
         if self.health is not None:
             self.health.stop()
+        if self.state_metrics is not None:
+            REGISTRY.unregister(self.state_metrics)
         with self._in_flight_changed:
             drained = self._in_flight_changed.wait_for(
                 lambda: self._in_flight == 0, timeout=JOB_DRAIN_SECONDS
@@ -275,6 +283,17 @@ class Daemon:
             log.error("health.unavailable", port=settings.port, error=str(exc))
             return None
         return server
+
+    def _register_state_metrics(
+        self, client: redis.Redis, queue: RetrainQueue
+    ) -> RedisStateCollector:
+        budgets = None
+        if self.config.platform.kind == "x":
+            x = self.config.platform.x
+            budgets = Budgets(client, self.state.keys, x.budgets, x.prices)
+        collector = RedisStateCollector(client, queue, budgets)
+        REGISTRY.register(collector)
+        return collector
 
     def _health(self) -> Health:
         current = self.service.current

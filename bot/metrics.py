@@ -27,6 +27,11 @@ MODEL_REFUSED = Counter("parrotbot_model_refused_total", "Model versions refused
 POOL_SIZE = Gauge("parrotbot_pool_size", "Ready posts waiting in the pool.")
 JOB_FAILURES = Counter("parrotbot_job_failures_total", "Scheduler jobs that raised.", ["job"])
 LEADER = Gauge("parrotbot_leader", "1 while this daemon holds the poster lease.")
+X_API_CALLS = Counter(
+    "parrotbot_x_api_calls_total",
+    "Requests sent to X, by endpoint and HTTP status (429: rate limited; 'error': no answer).",
+    ["endpoint", "status"],
+)
 
 
 def set_model(version: str) -> None:

@@ -171,6 +171,9 @@ class RetrainQueue:
     def ids_in_state(self, state: JobState) -> list[str]:
         return self.redis.zrange(self.keys.state_index(state.value), 0, -1)
 
+    def count_in_state(self, state: JobState) -> int:
+        return int(self.redis.zcard(self.keys.state_index(state.value)))
+
     # --- consumer side ----------------------------------------------------------------
     def ensure_group(self) -> None:
         try:

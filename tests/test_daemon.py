@@ -131,6 +131,8 @@ def test_config_edits_apply_live_and_a_bad_edit_keeps_the_old_config(
     assert status == 200 and health["model_version"] == swapped["version"]
     status, metrics = http_get(url.replace("/healthz", "/metrics"))
     assert f'parrotbot_model_info{{version="{swapped["version"]}"}} 1.0' in metrics
+    assert "parrotbot_redis_up 1.0" in metrics  # the daemon registered its Redis gauges
+    assert 'parrotbot_retrain_jobs{state="queued"}' in metrics
 
     good = config.read_text()
     config.write_text(good.replace("post_every_seconds: 2", "post_every_seconds: -1"))

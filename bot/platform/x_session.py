@@ -14,11 +14,13 @@ from typing import Any
 
 import requests
 
+from bot import metrics
 from bot.ratelimits import DEFAULT_WAIT_SECONDS, RateLimitGate
 
 # The hosts tweepy builds its URLs on (older releases say api.twitter.com).
 TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")
-_NUMERIC_SEGMENT = re.compile(r"/\d+(?=/|$)")
+# Numeric segments are ids, except the first one: that is the API version (`/2/...`).
+_NUMERIC_SEGMENT = re.compile(r"(?<!^)/\d+(?=/|$)")
 _USERNAME_SEGMENT = re.compile(r"/by/username/[^/]+")
 
 
@@ -46,7 +48,12 @@ class XSession(requests.Session):
         self.gate.check(endpoint)
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        response = super().request(method, url, *args, **kwargs)
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException:
+            metrics.X_API_CALLS.labels(endpoint=endpoint, status="error").inc()
+            raise
+        metrics.X_API_CALLS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
         self._note_limits(endpoint, response)
         return response
 

@@ -1,0 +1,73 @@
+"""Gauges read from Redis when Prometheus scrapes: budgets left, X spend, retrain queue depth.
+
+These numbers live in Redis and change in other processes (a second daemon's spending, the
+launcher moving jobs), so a gauge set by this process would go stale. A collector reads
+them at scrape time instead; a scrape while Redis is down reports `parrotbot_redis_up 0`
+rather than failing, so the rest of /metrics still arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.budgets import Budgets
+from infra.job import JobState
+from infra.retrain_queue import RetrainQueue
+
+log = structlog.get_logger(__name__)
+
+# States of a job that has not finished: what an operator means by "queue depth".
+_OPEN_STATES = tuple(state for state in JobState if not state.terminal)
+
+
+class RedisStateCollector(Collector):
+    """Budgets (None on the local platform, which spends nothing) and the retrain queue."""
+
+    def __init__(self, client: redis.Redis, queue: RetrainQueue, budgets: Budgets | None) -> None:
+        self.client = client
+        self.queue = queue
+        self.budgets = budgets
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("parrotbot_redis_up", "1 when Redis answered this scrape.")
+        try:
+            families = list(self._families())
+        except redis.RedisError as exc:
+            log.debug("metrics.redis_unavailable", error=str(exc))
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "parrotbot_retrain_jobs", "Retrain jobs not yet finished, by state.", labels=["state"]
+        )
+        for state in _OPEN_STATES:
+            depth.add_metric([state.value], self.queue.count_in_state(state))
+        yield depth
+        if self.budgets is None:
+            return
+        left = GaugeMetricFamily(
+            "parrotbot_x_budget_remaining",
+            "Calls each capped X budget still allows in its current period (config field name).",
+            labels=["budget"],
+        )
+        for name, value in self.budgets.remaining().items():
+            left.add_metric([name], value)
+        yield left
+        spend = GaugeMetricFamily(
+            "parrotbot_x_spend_usd",
+            "Estimated X spend in US dollars, for the current UTC day and month.",
+            labels=["period"],
+        )
+        spend.add_metric(["day"], self.budgets.spend_today()["usd"])
+        spend.add_metric(["month"], self.budgets.spend_this_month())
+        yield spend
