@@ -59,6 +59,7 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
         },
         "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
         "mentions_cursor": state.cursor(MENTIONS_CURSOR),
+        "replies_awaiting_outcome": _replies_awaiting_outcome(state),
         "today": _posted_today(state),
         "x_budget": _x_budget(config, state),
         "training": [
@@ -75,6 +76,19 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
             for job in recent_jobs
         ],
     }
+
+
+def _replies_awaiting_outcome(state: BotState) -> int:
+    """Mentions with a recorded intent but no outcome: the backlog the next poll reconciles.
+
+    A scan over the account's reply records; they are one small hash per mention, so even
+    years of mentions take a fraction of a second.
+    """
+    keys = list(state.redis.scan_iter(match=state.keys.reply("*"), count=1000))
+    pipe = state.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.hexists(key, "outcome")
+    return sum(1 for answered in pipe.execute() if not answered) if keys else 0
 
 
 def _x_budget(config: BotConfig, state: BotState) -> dict[str, Any]:
@@ -150,6 +164,7 @@ def render(status: dict[str, Any]) -> Any:
                 ),
                 ("X budget", _budget_line(status["x_budget"])),
                 ("mentions cursor", status["mentions_cursor"]),
+                ("replies awaiting an outcome", status["replies_awaiting_outcome"]),
                 ("new tweets since training", status["new_tweets_since_training"]),
                 ("filtered", _filters(status["filters"])),
                 ("retrain jobs", _training(status["training"])),

@@ -40,6 +40,8 @@ def test_status_reports_what_the_bot_recorded(write_config, trained_checkpoints:
         PostedTweet(tweet_id="2", text="b", kind="reply", model_version="v", in_reply_to="9")
     )
     added = refill_pool(state, service, TweetPool(state), target=3, batch_size=4)
+    state.redis.hset(state.keys.reply("501"), mapping={"intent_at": 1.0})  # crashed mid-reply
+    state.redis.hset(state.keys.reply("502"), mapping={"intent_at": 1.0, "outcome": "replied"})
     Lease(state.redis, state.keys.lease, "host:1:abc", ttl_ms=10_000).acquire()
 
     queued = runner.invoke(app, ["retrain", "-c", str(path)])
@@ -60,12 +62,14 @@ def test_status_reports_what_the_bot_recorded(write_config, trained_checkpoints:
     assert report["filters"]["checked"] == 4
     assert report["targets"]["poorrichard"]["new_tweets_last_scrape"] == scraped
     assert report["new_tweets_since_training"] == 0  # the queued job took them
+    assert report["replies_awaiting_outcome"] == 1
 
     text = runner.invoke(app, ["status", "-c", str(path)])
     assert text.exit_code == 0
     assert service.current.version in text.stdout
     assert "1 posts, 1 replies" in text.stdout
     assert "@poorrichard" in text.stdout
+    assert "replies awaiting an outcome" in text.stdout
 
 
 def test_status_of_an_account_that_never_ran(write_config) -> None:
