@@ -30,3 +30,57 @@ def test_every_setting_of_the_offline_config_is_documented() -> None:
     offline = yaml.safe_load((REPO / "config" / "offline.yaml").read_text())
     for path in paths(offline):
         assert f"`{path}`" in reference, path
+
+
+TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"
+SOURCE_DIRS = ("bot", "infra", "training")
+
+
+def _what_you_see() -> list[str]:
+    """The backticked fragments in the first column of every "what you see" table."""
+    import re
+
+    fragments: list[str] = []
+    in_table = False
+    for line in TROUBLESHOOTING.read_text().splitlines():
+        if not line.startswith("|"):
+            in_table = False
+            continue
+        first = line.split("|")[1].strip()
+        if first == "what you see":
+            in_table = True
+        elif in_table and not set(first) <= {"-", " "}:
+            fragments += re.findall(r"`([^`]+)`", first)
+    return fragments
+
+
+def test_troubleshooting_quotes_the_code() -> None:
+    """Every event name and message fragment the page quotes is still in the source."""
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in SOURCE_DIRS
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.suffix in (".py", ".sh") and path.is_file()
+    )
+    fragments = _what_you_see()
+    assert len(fragments) > 80, "the tables' format changed: the test reads no fragments"
+    missing = [fragment for fragment in fragments if fragment not in source]
+    assert not missing, f"docs/troubleshooting.md quotes text the code no longer has: {missing}"
+
+
+def test_troubleshooting_names_real_commands() -> None:
+    import re
+
+    import typer.main
+
+    from bot.cli import app
+
+    commands = typer.main.get_command(app).commands
+    named = re.findall(
+        r"`parrotbot ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", TROUBLESHOOTING.read_text()
+    )
+    assert named
+    for command, sub in named:
+        assert command in commands, f"parrotbot {command}"
+        if command == "infra" and sub:
+            assert sub in commands["infra"].commands, f"parrotbot infra {sub}"
