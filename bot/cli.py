@@ -25,6 +25,7 @@ ConfigOption = Annotated[
 DEFAULT_CONFIG = Path("config/offline.yaml")
 
 EXIT_BAD_CONFIG = 2
+EXIT_NO_REDIS = 3
 ModelKind = Literal["char_rnn", "gpt2"]
 
 
@@ -431,5 +432,22 @@ def plot(
         raise typer.Exit(1) from None
 
 
+def main() -> None:
+    """The `parrotbot` script: the app, with an unreachable Redis told in one line."""
+    import redis
+
+    from bot.logging import redact
+
+    try:
+        app()
+    except redis.ConnectionError as exc:
+        typer.echo(
+            f"cannot reach Redis ({redact(str(exc))}): is it running, and is the config's "
+            "redis_url right? `redis-cli -u URL ping` checks",
+            err=True,
+        )
+        sys.exit(EXIT_NO_REDIS)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -42,7 +42,7 @@ from infra.retrain_queue import RetrainQueue
 log = structlog.get_logger(__name__)
 
 # Settings the daemon reads once at start; changing them needs a restart.
-RESTART_FIELDS = ("account", "redis_url", "data_dir", "platform", "model", "logging")
+RESTART_FIELDS = ("account", "redis_url", "data_dir", "platform", "model", "logging", "health")
 # How long running jobs get to finish after a stop signal, and the trainer after them.
 JOB_DRAIN_SECONDS = 5.0
 TRAINER_STOP_SECONDS = 3.0

@@ -31,8 +31,10 @@ class Health:
             found.append("redis does not answer")
         if self.model_version is None:
             found.append("no model loaded")
-        if not self.scheduler_running:
+        if not self.scheduler_running and self.redis:
             found.append("scheduler not running (standby: another daemon holds the lease)")
+        elif not self.scheduler_running:
+            found.append("scheduler not running (the lease needs Redis)")
         return found
 
 

@@ -17,7 +17,7 @@ import structlog
 from bot.config import BotConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
-from bot.platform.base import AuthError, Forbidden, Platform, PlatformError, User
+from bot.platform.base import Platform, PlatformError, User, platform_failed
 from bot.pool import TweetPool
 from bot.posting import post_scheduled, refill_pool
 from bot.replies import poll_mentions
@@ -132,9 +132,3 @@ class BotJobs:
                 self.state.mark_bad_version(version, reason)
         self.watcher.check()
         self.triggers.tick(self.config, have_model=self.service.current is not None)
-
-
-def platform_failed(event: str, exc: PlatformError, **context: object) -> None:
-    """Log a failed platform call; credentials and permissions need the operator (ERROR)."""
-    report = log.error if isinstance(exc, AuthError | Forbidden) else log.warning
-    report(event, reason=type(exc).__name__, error=str(exc), **context)

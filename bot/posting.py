@@ -8,7 +8,7 @@ import structlog
 
 from bot import metrics
 from bot.generation import Batch, GenerationService
-from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet
+from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet, platform_failed
 from bot.pool import TweetPool
 from bot.state import BotState, PostedTweet
 
@@ -47,7 +47,7 @@ def post_scheduled(
         log.warning("post.outcome_unknown", error=str(exc))
         return None
     except PlatformError as exc:
-        log.warning("post.skipped", reason=type(exc).__name__, error=str(exc))
+        platform_failed("post.skipped", exc)
         return None
     state.record_posted(
         PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version)

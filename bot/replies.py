@@ -22,7 +22,15 @@ import structlog
 from bot import metrics
 from bot.config import RepliesConfig
 from bot.generation import GenerationService
-from bot.platform.base import OutcomeUnknown, Platform, PlatformError, ReplyNotAllowed, Tweet, User
+from bot.platform.base import (
+    OutcomeUnknown,
+    Platform,
+    PlatformError,
+    ReplyNotAllowed,
+    Tweet,
+    User,
+    platform_failed,
+)
 from bot.posting import record_batch
 from bot.rules import Claim, ReplyGuard, is_summoned
 from bot.state import BotState, PostedTweet
@@ -140,9 +148,7 @@ def answer_mention(
         return ReplyOutcome.REJECTED
     except PlatformError as exc:
         guard.release(mention)  # surely not sent: the next poll starts afresh
-        log.warning(
-            "reply.deferred", mention_id=mention.id, reason=type(exc).__name__, error=str(exc)
-        )
+        platform_failed("reply.deferred", exc, mention_id=mention.id)
         return ReplyOutcome.DEFERRED
     _record_reply(
         state, mention, reply, version=generated.model_version, outcome=ReplyOutcome.REPLIED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -64,3 +66,17 @@ def test_a_mention_without_the_handle_gets_it_so_the_bot_is_summoned(write_confi
     data_dir = Path(yaml.safe_load(config.read_text())["data_dir"])
     (line,) = (data_dir / "local" / "mentions.jsonl").read_text().splitlines()
     assert json.loads(line)["text"] == "@parrotbot what is wisdom?"
+
+
+def test_an_unreachable_redis_is_one_line_not_a_traceback(write_config) -> None:
+    path = write_config(redis_url="redis://:hunter2-secret@127.0.0.1:1/0")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "status", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert "cannot reach Redis" in result.stderr and "redis_url" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "hunter2-secret" not in result.stderr

@@ -45,6 +45,11 @@ def test_healthz_states(health: Health, status: int, problem: str | None) -> Non
         assert any(problem in line for line in report["problems"])
 
 
+def test_a_daemon_without_redis_is_not_called_a_standby() -> None:
+    problems = Health(redis=False, model_version="v1", scheduler_running=False).problems
+    assert problems == ["redis does not answer", "scheduler not running (the lease needs Redis)"]
+
+
 def test_metrics_and_unknown_paths() -> None:
     metrics.POSTS.labels(source="pool").inc()
     metrics.set_model("v7")

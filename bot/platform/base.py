@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 
 class PlatformError(Exception):
     """A platform call failed in a way the caller should log and move past.
@@ -124,3 +128,13 @@ class Platform(Protocol):
     def find_reply(self, mention_id: str) -> Tweet | None:
         """The bot's own reply to a mention, if one exists: reconciles an unknown outcome."""
         ...
+
+
+def platform_failed(event: str, exc: PlatformError, **context: object) -> None:
+    """Log a failed platform call; credentials and permissions need the operator (ERROR).
+
+    Shared by every caller (scrape, mentions, posts, replies) so a read-only app, which can
+    read but gets 403 on every write, shows up at ERROR like a revoked token does.
+    """
+    report = log.error if isinstance(exc, AuthError | Forbidden) else log.warning
+    report(event, reason=type(exc).__name__, error=str(exc), **context)
