@@ -168,6 +168,12 @@ class Launcher:
         except LaunchError as exc:
             self._finish(job, entry_id, _failed(str(exc)))
             return None
+        except Exception as exc:
+            # Anything else (no AWS credentials, a missing bucket, a dataset gone) would fail
+            # the same way on every attempt: record the cause instead of burning the attempts.
+            log.exception("launcher.launch_failed")
+            self._finish(job, entry_id, _failed(f"launch failed: {type(exc).__name__}: {exc}"))
+            return None
         self.queue.set_state(job, JobState.RUNNING, instance_id=run.instance_id)
         return run
 

@@ -60,8 +60,14 @@ class AwsBackend:
                 LaunchTemplateNames=[self.template_name]
             )
         except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if "NotFound" in error.get("Code", ""):
+                raise LaunchError(
+                    f"launch template {self.template_name} not found: run `parrotbot infra setup`"
+                ) from exc
             raise LaunchError(
-                f"launch template {self.template_name} not found: run `parrotbot infra setup`"
+                f"cannot read launch template {self.template_name}: "
+                f"{error.get('Code')}: {error.get('Message')}"
             ) from exc
         return reply["LaunchTemplates"][0]["LaunchTemplateId"]
 

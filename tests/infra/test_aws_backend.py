@@ -188,3 +188,17 @@ def test_a_job_past_its_max_run_time_is_terminated_and_failed(
     assert "max run time" in failed.outcome
     assert failed.instance_id.startswith("i-")
     assert_nothing_left(cloud, failed)
+
+
+def test_a_launch_that_fails_outside_aws_capacity_fails_the_job_with_its_cause(
+    cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path
+) -> None:
+    setup(cloud)
+    cloud.s3.delete_bucket(Bucket=cloud.settings.bucket)  # someone tidied up too much
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings)
+    job = wait_job(queue, job.id, lambda j: j.state.terminal, "failed")
+    assert job.state is JobState.FAILED
+    assert "NoSuchBucket" in job.outcome
+    assert job.attempt == 1  # not relaunched until max_attempts ran out
+    assert live_instances(cloud) == []
