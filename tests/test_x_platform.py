@@ -221,3 +221,13 @@ def test_bad_credentials_are_logged_clearly_and_the_jobs_carry_on(
     for event in failures.values():
         assert event["log_level"] == "error" and event["reason"] == "AuthError"
         assert "check CONSUMER_KEY" in event["error"]
+
+
+def test_a_cached_identity_for_another_handle_is_asked_again(emulator, x_platform_factory) -> None:
+    platform = x_platform_factory()
+    keys = platform.state.keys
+    platform.state.redis.hset(keys.me, mapping={"id": "999", "handle": "oldbot"})
+    me = platform.me()
+    assert me.handle == "parrotbot" and me.id != "999"
+    assert len(emulator.requests_to(ME)) == 1
+    assert platform.state.redis.hget(keys.me, "handle") == "parrotbot"

@@ -71,7 +71,9 @@ class XPlatform:
         if self._me is not None:
             return self._me
         cached = self.state.redis.hgetall(self.state.keys.me)
-        if cached.get("id"):
+        # A cached identity that is not the configured handle is stale (the tokens were
+        # changed to fix an `x.handle_mismatch`): ask X again rather than trust it forever.
+        if cached.get("id") and cached.get("handle", "").lower() == self.settings.handle.lower():
             self._me = User(id=cached["id"], handle=cached["handle"])
             return self._me
         if self.api.has_user_context:
