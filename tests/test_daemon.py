@@ -127,9 +127,15 @@ def test_config_edits_apply_live_and_a_bad_edit_keeps_the_old_config(
     daemon = daemons(config)
     swapped = daemon.wait_for("hotload.swapped", timeout=120)
     url = daemon.wait_for("health.listening")["url"]
-    status, health = http_get(url)
-    assert status == 200 and health["model_version"] == swapped["version"]
+    # The model is preloaded before the lease is taken: healthy once the scheduler runs too.
+    _, health = wait_until(
+        lambda: (answer := http_get(url))[0] == 200 and answer,
+        timeout=60,
+        message="/healthz never answered 200",
+    )
+    assert health["model_version"] == swapped["version"], health
     status, metrics = http_get(url.replace("/healthz", "/metrics"))
+    assert status == 200
     assert f'parrotbot_model_info{{version="{swapped["version"]}"}} 1.0' in metrics
     assert "parrotbot_redis_up 1.0" in metrics  # the daemon registered its Redis gauges
     assert 'parrotbot_retrain_jobs{state="queued"}' in metrics
