@@ -271,6 +271,11 @@ class GenerationConfig(_Strict):
         "characters.",
     )
     max_length: Annotated[int, Field(ge=1, le=280)] = 280
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None,
+        description="At most this many sampled tokens per text (GPT-2 tokens, char-RNN "
+        "characters); null: only max_length bounds a text.",
+    )
     attempts: Annotated[int, Field(ge=1, le=64)] = Field(
         default=8, description="Candidates sampled (as one batch) for a reply or an unpooled post."
     )
@@ -283,6 +288,7 @@ class GenerationConfig(_Strict):
         """The keyword arguments of `TextModel.generate` these settings stand for."""
         return {
             "max_length": self.max_length,
+            "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_k": self.top_k,
             "top_p": self.top_p,

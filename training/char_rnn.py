@@ -148,7 +148,16 @@ class CharRNN:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=config.jit_compile,
         )
-        self._step = tf.function(lambda t, s: self._step_model([t, *s], training=False))
+        # One signature for every batch size: traced once (by the hot-loader's smoke test),
+        # never again on the serving path when a batch of another size comes.
+        n_states = config.layers * (1 if config.cell == "gru" else 2)
+        self._step = tf.function(
+            lambda t, s: self._step_model([t, *s], training=False),
+            input_signature=[
+                tf.TensorSpec([None, 1], tf.int32),
+                [tf.TensorSpec([None, config.units], tf.float32)] * n_states,
+            ],
+        )
 
     @classmethod
     def train(
