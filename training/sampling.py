@@ -111,16 +111,21 @@ def _keep_nucleus(logits: np.ndarray, top_p: float) -> None:
     probs /= probs.sum(axis=1, keepdims=True)
     vocab = probs.shape[1]
     probe = min(vocab, _NUCLEUS_PROBE)
+    # Whole-batch array operations: a Python loop over rows cost more than the model step
+    # for the char-RNN's small vocabulary.
     best = np.argpartition(-probs, probe - 1, axis=1)[:, :probe] if probe < vocab else None
-    for row in range(len(probs)):
-        order = best[row] if best is not None else np.arange(vocab)
-        order = order[np.argsort(-probs[row, order], kind="stable")]
-        mass = np.cumsum(probs[row, order])
-        if mass[-1] < top_p and len(order) < vocab:  # the nucleus is wider than the probe
-            order = np.argsort(-probs[row], kind="stable")
-            mass = np.cumsum(probs[row, order])
-        # Keep a token while the mass before it is short of top_p: the best one always stays.
-        cut = int(np.searchsorted(mass - probs[row, order], top_p, side="left"))
-        keep = np.zeros(vocab, dtype=bool)
-        keep[order[: max(cut, 1)]] = True
-        logits[row, ~keep] = -np.inf
+    order = np.broadcast_to(np.arange(vocab), probs.shape) if best is None else best
+    order = np.take_along_axis(order, np.argsort(-np.take_along_axis(probs, order, 1), 1), 1)
+    sorted_probs = np.take_along_axis(probs, order, axis=1)
+    mass = np.cumsum(sorted_probs, axis=1)
+    wide = np.flatnonzero(mass[:, -1] < top_p) if best is not None else []
+    # Keep a token while the mass before it is short of top_p: the best one always stays.
+    keep_sorted = (mass - sorted_probs) < top_p
+    keep = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(keep, order, keep_sorted, axis=1)
+    for row in wide:  # the nucleus is wider than the probe: sort this row in full
+        full = np.argsort(-probs[row], kind="stable")
+        before = np.cumsum(probs[row, full]) - probs[row, full]
+        keep[row] = False
+        keep[row, full[before < top_p]] = True
+    logits[~keep] = -np.inf
