@@ -251,8 +251,31 @@ class ModelConfig(_Strict):
 
 
 class GenerationConfig(_Strict):
-    temperature: Annotated[float, Field(gt=0, le=5)] = 0.8
+    """How texts are sampled (training.sampling applies them the same way to both families)."""
+
+    temperature: Annotated[float, Field(gt=0, le=5)] = Field(
+        default=0.8, description="Below 1 sharpens the distribution (safer), above 1 flattens it."
+    )
+    top_k: Annotated[int, Field(ge=0, le=50_000)] = Field(
+        default=0, description="Sample only among the k likeliest tokens; 0 is off, 1 is greedy."
+    )
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.95,
+        description="Nucleus sampling: only the likeliest tokens holding this much probability; "
+        "1 is off. 0.95 drops the long tail that produces garbled words.",
+    )
+    repetition_penalty: Annotated[float, Field(ge=1, le=3)] = Field(
+        default=1.0,
+        description="Divides the odds of tokens already in the prompt or text (CTRL's penalty); "
+        "1 is off. Keep it mild (1.1-1.3), and milder for the char-RNN, whose tokens are "
+        "characters.",
+    )
     max_length: Annotated[int, Field(ge=1, le=280)] = 280
+    max_new_tokens: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None,
+        description="At most this many sampled tokens per text (GPT-2 tokens, char-RNN "
+        "characters); null: only max_length bounds a text.",
+    )
     attempts: Annotated[int, Field(ge=1, le=64)] = Field(
         default=8, description="Candidates sampled (as one batch) for a reply or an unpooled post."
     )
@@ -260,6 +283,17 @@ class GenerationConfig(_Strict):
         default=20, description="Filtered posts kept ready in Redis; 0 generates at post time."
     )
     pool_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
+
+    def sampling(self) -> dict[str, Any]:
+        """The keyword arguments of `TextModel.generate` these settings stand for."""
+        return {
+            "max_length": self.max_length,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
 
 
 class FilterConfig(_Strict):

@@ -7,6 +7,7 @@ and the first one that passes every filter is used.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +26,23 @@ if TYPE_CHECKING:
     from training.publish import Manifest
 
 log = structlog.get_logger(__name__)
+
+
+_LEADING_HANDLES = re.compile(r"^(?:\s*[@＠][A-Za-z0-9_]{1,15}(?![A-Za-z0-9_]))+")
+
+
+def mention_prompt(text: str, handle: str = "") -> str:
+    """A mention's content: without the @handles it opens with, nor the bot's own handle.
+
+    "@parrotbot @alice what do you think?" becomes "what do you think?". The handles that
+    open a tweet only say whom it is addressed to; fed to the model they would pull the
+    reply towards writing @handles, which the filters reject anyway.
+    """
+    text = _LEADING_HANDLES.sub("", text)
+    if handle:
+        own = rf"(?<![A-Za-z0-9_])[@＠]{re.escape(handle)}(?![A-Za-z0-9_])"
+        text = re.sub(own, "", text, flags=re.IGNORECASE)
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -71,16 +89,19 @@ class GenerationService:
         """Put a verified, smoke-tested model into service: one reference assignment."""
         self._current = loaded
 
-    def sample(self, count: int, *, recent: Sequence[str] = (), seed: str = "") -> Batch | None:
-        """`count` candidates from the serving model as one batch, filtered; None if no model."""
+    def sample(
+        self, count: int, *, recent: Sequence[str] = (), seed: str = "", context: str = ""
+    ) -> Batch | None:
+        """`count` candidates from the serving model as one batch, filtered; None if no model.
+
+        `context` is what the model reads first as the previous tweet (a reply's mention).
+        """
         loaded = self._current
         if loaded is None:
             return None
         with self._lock, metrics.GENERATION_SECONDS.time():
             raw = loaded.model.generate(
-                [seed] * count,
-                max_length=self.settings.max_length,
-                temperature=self.settings.temperature,
+                [seed] * count, context=context or None, **self.settings.sampling()
             )
         check = CandidateFilter(self.filters, loaded.novelty).check
         batch = Batch(version=loaded.version)
@@ -99,11 +120,15 @@ class GenerationService:
         return self._first(self.sample(self.settings.attempts, recent=recent))
 
     def generate_reply(
-        self, mention: Tweet, *, recent: Sequence[str] = ()
+        self, mention: Tweet, *, handle: str = "", recent: Sequence[str] = ()
     ) -> tuple[Generated | None, Batch | None]:
-        # Conditioning on the mention's text needs the model interface to take a prompt; until
-        # then a reply is a fresh, filtered generation.
-        return self._first(self.sample(self.settings.attempts, recent=recent))
+        """A reply that answers `mention`: the model reads its text before writing.
+
+        `handle` is the bot's own; it and the @handles that open the mention are addressing,
+        not content, so the model does not see them (see `mention_prompt`).
+        """
+        context = mention_prompt(mention.text, handle)
+        return self._first(self.sample(self.settings.attempts, recent=recent, context=context))
 
     @staticmethod
     def _first(batch: Batch | None) -> tuple[Generated | None, Batch | None]:

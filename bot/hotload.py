@@ -3,14 +3,25 @@
 A version is verified (manifest and every file's sha256), loaded off the serving path,
 asked for a test generation, and only then swapped in. A version that fails any step is
 recorded in Redis as bad and never tried again; the old model keeps serving.
+
+The serving thread must not slow down while a version loads. On a small machine it loses
+time in two ways: to the CPU the loader takes, and to the GIL, which the loader's pure-Python
+parts (building the Keras graph, tracing the sampling step, indexing the corpus) hold for a
+switch interval each time the serving thread wants it back between two framework calls. So
+the load runs in its own thread at a lower OS priority, the novelty index is reused while the
+new version was trained on the same data (the manifest's dataset hash), and the smoke test
+traces the sampling step off the serving path. Peak memory stays at two models: the new one
+is built while the old one serves, and the old one is dropped at the swap.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -21,6 +32,11 @@ from bot.pool import TweetPool
 from bot.state import BotState
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# How much nicer than the daemon the loader thread runs: on a busy two-core box the serving
+# thread then gets the CPU first whenever both are runnable.
+LOADER_NICENESS = 10
 
 
 class CheckpointWatcher:
@@ -40,6 +56,9 @@ class CheckpointWatcher:
         self.state = state
         self.corpus = corpus
         self.pool = TweetPool(state)
+        # (dataset hash, n-gram length) -> the index built for it: versions retrained on the
+        # same data share one index instead of re-reading and re-hashing the corpus.
+        self._novelty: tuple[tuple[str, int], NoveltyIndex] | None = None
 
     def check(self) -> bool:
         """Load what `LATEST` names if it is new; True when a new version went into service.
@@ -70,11 +89,15 @@ class CheckpointWatcher:
 
         folder = self.model_dir / version
         log.info("hotload.loading", version=version, folder=str(folder))
-        try:
+
+        def load() -> tuple[Any, Any, str, NoveltyIndex]:
             manifest = verify_version(folder, expected_kind=self.model_kind)
+            novelty = self._novelty_index(manifest.dataset_hash)
             model = load_model(self.model_kind, folder)
-            sample = _smoke_test(model)
-            novelty = NoveltyIndex(self.corpus(), self.service.filters.novelty_ngram_words)
+            return manifest, model, _smoke_test(model), novelty
+
+        try:
+            manifest, model, sample, novelty = run_in_background(load)
         except Exception as exc:  # any failure must leave the old model serving
             reason = f"{type(exc).__name__}: {exc}"
             self.state.mark_bad_version(version, reason)
@@ -97,6 +120,46 @@ class CheckpointWatcher:
             novelty_ngrams=len(novelty),
         )
         return True
+
+    def _novelty_index(self, dataset_hash: str) -> NoveltyIndex:
+        """The index of the training texts, reused while the dataset hash is unchanged."""
+        key = (dataset_hash, self.service.filters.novelty_ngram_words)
+        if dataset_hash and self._novelty is not None and self._novelty[0] == key:
+            log.debug("hotload.novelty_reused", dataset_hash=dataset_hash)
+            return self._novelty[1]
+        index = NoveltyIndex(self.corpus(), key[1])
+        self._novelty = (key, index)
+        return index
+
+
+def run_in_background(work: Callable[[], T]) -> T:
+    """``work()`` in a fresh thread at a lower OS priority; its result or its exception.
+
+    A thread of its own because on Linux a thread's niceness can be raised but, without
+    privileges, never lowered again: the thread ends with the load, so the caller (a
+    scheduler thread that also runs other jobs) keeps its priority.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(
+                os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + LOADER_NICENESS
+            )
+        except (AttributeError, OSError) as exc:  # not Linux, or a sandbox that forbids it
+            log.debug("hotload.priority_unchanged", error=str(exc))
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the caller's thread, which decides
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="hotload", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 SMOKE_SAMPLES = 4

@@ -124,7 +124,7 @@ def answer_mention(
             return ReplyOutcome.RECONCILED
     elif not is_summoned(mention, me.handle):
         return _skip(state, mention, ReplyOutcome.SKIPPED_NOT_SUMMONED)
-    generated, batch = service.generate_reply(mention, recent=recent)
+    generated, batch = service.generate_reply(mention, handle=me.handle, recent=recent)
     record_batch(state, batch)
     if generated is None:
         return ReplyOutcome.NOT_READY

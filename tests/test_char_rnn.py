@@ -128,3 +128,44 @@ def test_stacked_lstm_with_dropout_trains_and_round_trips(tmp_path: Path) -> Non
     loaded = CharRNN.load(tmp_path)
     kwargs = {"max_length": 30, "temperature": 0.5, "random_seed": 7}
     assert loaded.generate(["the", "a"], **kwargs) == model.generate(["the", "a"], **kwargs)
+
+
+def repeat_share(texts: list[str]) -> float:
+    """Share of characters that repeat one already in their text: what a penalty lowers."""
+    chars = sum(len(t) for t in texts)
+    return sum(len(t) - len(set(t)) for t in texts) / max(chars, 1)
+
+
+def test_sampling_controls(trained: tuple[CharRNN, list[EpochReport]]) -> None:
+    model, _ = trained
+    seeds = ["the ", "a", ""]
+
+    def run(**kwargs) -> list[str]:
+        return model.generate(seeds, **({"max_length": 60, "temperature": 1.0} | kwargs))
+
+    greedy = run(top_k=1, random_seed=1)
+    assert run(top_k=1, random_seed=2, temperature=3.0) == greedy  # no randomness left
+    assert run(top_p=1e-9, random_seed=3) == greedy  # a tiny nucleus is the top token only
+    assert run(random_seed=4) == run(random_seed=4) != run(random_seed=5)
+    plain = repeat_share(run(random_seed=6))
+    assert repeat_share(run(random_seed=6, repetition_penalty=3.0)) < plain - 0.1
+    with pytest.raises(ValueError, match="top_p"):
+        run(top_p=0)
+
+
+def test_the_context_conditions_the_sample_and_is_not_returned(
+    trained: tuple[CharRNN, list[EpochReport]],
+) -> None:
+    model, _ = trained
+
+    def reply(context: str, **kwargs) -> list[str]:
+        kwargs = {"max_length": 40, "temperature": 1.0, "random_seed": 9} | kwargs
+        return model.generate(["", "a"] * 3, context=context, **kwargs)
+
+    assert reply("the dog ate a bone") == reply("the dog ate a bone")
+    assert reply("the dog ate a bone") != reply("a bird sang all day long")
+    assert reply("") == model.generate(["", "a"] * 3, max_length=40, temperature=1.0, random_seed=9)
+    for text, seed in zip(reply("QQQ the cat"), ["", "a"] * 3, strict=True):
+        assert text.startswith(seed) and len(text) <= 40 and "Q" not in text
+    budgeted = model.generate(["the"] * 4, max_length=60, temperature=1.0, max_new_tokens=5)
+    assert all(len(text) <= len("the") + 5 for text in budgeted)

@@ -132,3 +132,78 @@ def test_fifty_tweets_train_with_no_block_size_rejection(tmp_path: Path) -> None
     texts = sample_texts(50)
     result = fit(texts[:45], texts[45:], settings, run_dir=tmp_path, resume=False)
     assert result.step == 6 and result.val_loss is not None
+
+
+SEEDS = ["They ", "", "A penny saved is a penny", "Early to bed and early to rise makes a man"]
+
+
+def untrained(trained, init: float = 0.3) -> GPT2:
+    """A fresh model on the trained tokenizer: it never chooses to stop, so every greedy row
+    runs its whole budget, and its wide random logits make any padding leak change a token."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = trained[0].model
+    eos = model.tokenizer.eos_token_id
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(model.tokenizer), n_positions=256, n_layer=2, n_head=2, n_embd=32,
+        initializer_range=init, bos_token_id=eos, eos_token_id=eos,
+    )  # fmt: skip
+    net = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa").eval()
+    return GPT2(net, model.tokenizer, model.settings)
+
+
+def test_a_left_padded_batch_decodes_exactly_like_each_row_alone(trained) -> None:
+    model = untrained(trained)
+    lengths = {len(model.tokenizer.encode(s)) for s in SEEDS}
+    assert len(lengths) == len(SEEDS)  # really different token lengths: padding is exercised
+    greedy = {"max_length": 280, "temperature": 1.0, "top_k": 1, "max_new_tokens": 40}
+    contexts = ["", "Lost time is never found again.", "Haste makes waste", "x"]
+    for context in (None, contexts):
+        batch = model.generate(SEEDS, context=context, **greedy)
+        alone = [
+            model.generate([s], context=None if context is None else c, **greedy)[0]
+            for s, c in zip(SEEDS, contexts, strict=True)
+        ]
+        assert batch == alone
+        assert all(len(text) > len(seed) + 40 for text, seed in zip(batch, SEEDS, strict=True))
+
+
+def test_gpt2_sampling_controls_and_token_budget(trained) -> None:
+    model = trained[0].model
+
+    def run(**kwargs) -> list[str]:
+        return model.generate(SEEDS[:2] * 2, **({"max_length": 100, "temperature": 1.0} | kwargs))
+
+    assert run(top_p=1e-9, random_seed=1) == run(top_k=1, random_seed=2, temperature=4.0)
+    assert run(top_k=5, random_seed=3) == run(top_k=5, random_seed=3) != run(random_seed=4)
+    free = untrained(trained)
+    kwargs = {"max_length": 280, "temperature": 1.0, "random_seed": 5}
+    short = free.generate(SEEDS, max_new_tokens=3, **kwargs)
+    longer = free.generate(SEEDS, max_new_tokens=30, **kwargs)
+    for seed, a, b in zip(SEEDS, short, longer, strict=True):
+        assert b.startswith(a) and len(seed) < len(a) < len(b)  # the same draws, cut sooner
+    ids = [model.tokenizer.encode(t) for t in run(random_seed=6, temperature=1.5)]
+    penalised = [
+        model.tokenizer.encode(t)
+        for t in run(random_seed=6, temperature=1.5, repetition_penalty=4.0)
+    ]
+
+    def repeats(rows: list[list[int]]) -> float:
+        return sum(len(r) - len(set(r)) for r in rows) / max(1, sum(len(r) for r in rows))
+
+    assert repeats(penalised) < repeats(ids)
+
+
+def test_gpt2_replies_read_the_context_and_never_return_it(trained) -> None:
+    model = trained[0].model
+    kwargs = {"max_length": 80, "temperature": 1.0, "random_seed": 11}
+
+    def reply(context: str) -> list[str]:
+        return model.generate(["", "The "] * 2, context=context, **kwargs)
+
+    assert reply("A penny saved") == reply("A penny saved") != reply("Lost time is never found")
+    context = "Zebras quarrel xylophones"
+    for text in reply(context):
+        assert "Zebras" not in text and "xylophones" not in text

@@ -149,3 +149,51 @@ def test_rollback_points_latest_at_the_previous_good_version(
     assert "rolled back" in watcher.state.bad_versions()[second]
     with pytest.raises(RollbackError, match="no good version older"):
         rollback(model_dir, watcher.state)
+
+
+def test_versions_trained_on_the_same_data_share_one_novelty_index(
+    model_dir: Path, redis_client: redis.Redis, account: str
+) -> None:
+    reads: list[int] = []
+
+    def corpus() -> list[str]:
+        reads.append(1)
+        return ["Early to bed and early to rise makes a man healthy"]
+
+    service = GenerationService(GenerationConfig(max_length=40), FilterConfig())
+    state = BotState(redis_client, account)
+    watcher = CheckpointWatcher(model_dir, "char_rnn", service, state, corpus=corpus)
+    first = read_latest(model_dir)
+    assert watcher.check()
+    index = service.current.novelty
+    point_latest(model_dir, copy_version(model_dir, first, "29990101T000000000000Z-gggggg").name)
+    assert watcher.check() and service.current.novelty is index and len(reads) == 1
+
+    other = copy_version(model_dir, first, "29990101T000000000000Z-hhhhhh")
+    manifest = json.loads((other / MANIFEST_NAME).read_text())
+    (other / MANIFEST_NAME).write_text(json.dumps(manifest | {"dataset_hash": "other-data"}))
+    point_latest(model_dir, other.name)
+    assert watcher.check() and service.current.novelty is not index and len(reads) == 2
+    assert service.current.novelty.copies("early to bed and early to rise makes a man")
+
+
+def test_the_background_load_runs_nicer_and_hands_back_its_outcome() -> None:
+    import os
+    import threading
+
+    from bot.hotload import LOADER_NICENESS, run_in_background
+
+    def niceness() -> tuple[int, str]:
+        name = threading.current_thread().name
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), name
+
+    mine, _ = niceness()
+    theirs, name = run_in_background(niceness)
+    assert name == "hotload" and theirs == min(19, mine + LOADER_NICENESS)
+    assert niceness()[0] == mine  # the caller keeps its priority
+
+    def fail() -> None:
+        raise ValueError("bad weights")
+
+    with pytest.raises(ValueError, match="bad weights"):
+        run_in_background(fail)

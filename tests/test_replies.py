@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -95,3 +96,16 @@ def test_no_model_means_no_reply_and_the_cursor_stays(setup, account: str) -> No
     idle = GenerationService(GenerationConfig(), FilterConfig())
     assert poll_mentions(platform, state, idle, me=platform.me()) == []
     assert state.cursor("mentions") is None
+
+
+def test_the_reply_is_written_after_reading_the_mention(setup) -> None:
+    from tests.test_generation import Reading
+
+    platform, state, service = setup
+    loaded = service.current
+    service.swap(dataclasses.replace(loaded, model=Reading(loaded.model)))
+    with platform.mentions_path.open("a") as f:
+        f.write('{"id": "500", "author": "alice", "text": "@ParrotBot is time money?"}\n')
+    assert poll_mentions(platform, state, service, me=platform.me()) == [ReplyOutcome.REPLIED]
+    assert [call["context"] for call in service.current.model.calls] == ["is time money?"]
+    assert "is time money?" not in platform.find_reply("500").text

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from training.char_rnn_config import CharRNNConfig
 from training.models import EpochReport, ModelLoadError, TrainResult
+from training.sampling import Sampling, choose, per_row, seen_tokens
 
 __all__ = ["CharRNN", "CharRNNConfig", "Vocab"]
 
@@ -147,7 +148,16 @@ class CharRNN:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=config.jit_compile,
         )
-        self._step = tf.function(lambda t, s: self._step_model([t, *s], training=False))
+        # One signature for every batch size: traced once (by the hot-loader's smoke test),
+        # never again on the serving path when a batch of another size comes.
+        n_states = config.layers * (1 if config.cell == "gru" else 2)
+        self._step = tf.function(
+            lambda t, s: self._step_model([t, *s], training=False),
+            input_signature=[
+                tf.TensorSpec([None, 1], tf.int32),
+                [tf.TensorSpec([None, config.units], tf.float32)] * n_states,
+            ],
+        )
 
     @classmethod
     def train(
@@ -178,21 +188,36 @@ class CharRNN:
         *,
         max_length: int,
         temperature: float,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        context: str | Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
         random_seed: int | None = None,
     ) -> list[str]:
         """Sample one continuation per seed, all seeds in one batch, keeping the RNN state.
 
-        Each row first consumes ``<eot>`` and its seed (characters the vocabulary lacks are
-        skipped), then samples until it draws ``<eot>`` or reaches ``max_length`` characters
-        including the seed. Rows still reading their seed are fed it instead of a sample.
+        Each row first consumes ``<eot>``, its context followed by ``<eot>`` when there is one
+        (read as the previous tweet, so the sample is a new tweet that answers it), and its
+        seed (characters the vocabulary lacks are skipped); then it samples until it draws
+        ``<eot>``, reaches ``max_length`` characters including the seed, or has sampled
+        ``max_new_tokens`` characters. Rows still reading their prefix are fed it instead of
+        a sample. The context is never part of the result.
         """
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty)
         if not seeds:
             return []
         rng = np.random.default_rng(random_seed)
-        prefixes = [[EOT_ID, *(self.vocab.ids[c] for c in s if c in self.vocab.ids)] for s in seeds]
+        prefixes = [
+            [EOT_ID, *self._known_ids(c), *([EOT_ID] if c else []), *self._known_ids(s)]
+            for c, s in zip(per_row(context, len(seeds)), seeds, strict=True)
+        ]
         budgets = [max(0, max_length - len(s)) for s in seeds]
+        if max_new_tokens is not None:
+            budgets = [min(b, max_new_tokens) for b in budgets]
+        seen = (
+            seen_tokens(prefixes, self.vocab.size, (PAD_ID, EOT_ID)) if sampling.penalises else None
+        )
         outputs: list[list[str]] = [[] for _ in seeds]
         done = np.array([b == 0 for b in budgets])
         n_states = self.config.layers * (1 if self.config.cell == "gru" else 2)
@@ -201,10 +226,9 @@ class CharRNN:
         t = 0
         while not done.all():
             logits, *states = self._step(tf.constant(tokens), states)
-            logits = logits.numpy()[:, 0, :].astype(np.float64)
+            logits = logits.numpy()[:, 0, :]
             logits[:, PAD_ID] = -np.inf
-            # Gumbel-max: an exact sample from softmax(logits / T), stable even for tiny T.
-            sampled = np.argmax(logits / temperature + rng.gumbel(size=logits.shape), axis=1)
+            sampled = choose(logits, sampling, rng, seen)
             t += 1
             for i, prefix in enumerate(prefixes):
                 if t < len(prefix):
@@ -219,7 +243,13 @@ class CharRNN:
                     else:
                         outputs[i].append(self.vocab.chars[token - 2])
                         done[i] = len(outputs[i]) >= budgets[i]
+                        if seen is not None:
+                            seen[i, token] = True
         return [seed + "".join(out) for seed, out in zip(seeds, outputs, strict=True)]
+
+    def _known_ids(self, text: str) -> list[int]:
+        """``text``'s ids, skipping characters the vocabulary lacks (it never saw them)."""
+        return [self.vocab.ids[c] for c in text if c in self.vocab.ids]
 
     def save(self, directory: Path) -> None:
         """Write ``config.json``, ``vocab.json`` and ``model.weights.h5`` into ``directory``."""

@@ -11,15 +11,18 @@ a byte-level BPE tokenizer trained on the dataset, for machines without a hub.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import structlog
 
 from training.models import ModelLoadError
+from training.sampling import Sampling, choose, per_row, seen_tokens
 from training.settings import StrictSettings
 
 log = structlog.get_logger(__name__)
@@ -193,66 +196,124 @@ class GPT2:
         *,
         max_length: int,
         temperature: float,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        context: str | Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
         random_seed: int | None = None,
     ) -> list[str]:
-        """Sample one continuation per seed; a row stops at its first end-of-text token.
+        """Sample one continuation per seed, every seed in one left-padded batch.
 
-        Seeds of equal token length run as one batch with a KV cache, so no padding (and no
-        padding-aware position ids) is needed. ``max_length`` counts characters, seed
-        included, like the char-RNN's.
+        A row reads ``<eot>``, its context followed by ``<eot>`` when there is one (the
+        previous tweet, so the sample is a new tweet answering it), then its seed; it stops
+        at its first end-of-text token, after ``max_new_tokens`` tokens, or once it holds
+        ``max_length`` characters including the seed. The context is never in the result.
         """
-        import torch
-
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        sampling = Sampling(temperature, top_k, top_p, repetition_penalty)
         if not seeds:
             return []
         eos = self.tokenizer.eos_token_id
-        prefixes = [[eos, *self.tokenizer.encode(s, add_special_tokens=False)] for s in seeds]
-        groups: dict[int, list[int]] = {}
-        for i, p in enumerate(prefixes):
-            groups.setdefault(len(p), []).append(i)
-        results: list[str] = list(seeds)
-        with torch.random.fork_rng(devices=[]):
-            if random_seed is not None:
-                torch.manual_seed(random_seed)
-            for length, rows in sorted(groups.items()):
-                budget = max(0, max_length - min(len(seeds[i]) for i in rows))
-                new = self._sample([prefixes[i] for i in rows], budget, temperature, length)
-                for i, ids in zip(rows, new, strict=True):
-                    text = self.tokenizer.decode(ids).rstrip("\ufffd")
-                    results[i] = (seeds[i] + text)[: max(max_length, len(seeds[i]))]
+        budgets = [max(0, max_length - len(s)) for s in seeds]
+        # A token is rarely shorter than a character, so the character budget bounds tokens.
+        limit = max(budgets) if max_new_tokens is None else min(max(budgets), max_new_tokens)
+        limit = min(limit, self.model.config.n_positions // 2)
+        room = self.model.config.n_positions - limit
+        prefixes = []
+        for text, seed in zip(per_row(context, len(seeds)), seeds, strict=True):
+            seed_ids = _last(self._encode(seed), room - 1)
+            # The oldest context tokens go first when a long mention would not fit.
+            ctx_ids = [*self._encode(text), eos] if text else []
+            prefixes.append([eos, *_last(ctx_ids, room - 1 - len(seed_ids)), *seed_ids])
+        new = self._sample(prefixes, budgets, limit, sampling, np.random.default_rng(random_seed))
+        results = []
+        for seed, budget, ids in zip(seeds, budgets, new, strict=True):
+            text = self.tokenizer.decode(ids).rstrip("\ufffd")
+            results.append(seed + text[:budget])
         return results
 
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    @functools.cached_property
+    def _token_chars(self) -> np.ndarray:
+        """Characters each token decodes to: how a row knows its character budget is spent."""
+        pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return np.array([max(1, len(p)) for p in pieces], dtype=np.int64)
+
     def _sample(
-        self, prefixes: list[list[int]], budget: int, temperature: float, length: int
+        self,
+        prefixes: list[list[int]],
+        budgets: list[int],
+        limit: int,
+        sampling: Sampling,
+        rng: np.random.Generator,
     ) -> list[list[int]]:
-        """Token ids after each prefix, up to (not including) the first end-of-text token."""
+        """Token ids after each prefix, up to (not including) the first end-of-text token.
+
+        Prefixes are left-padded into one batch: the attention mask hides the padding and
+        the position ids count only real tokens, so a row's logits do not depend on what
+        else is in the batch; after the first step the KV cache makes each step one token.
+        """
         import torch
 
         eos = self.tokenizer.eos_token_id
         model = self.model
         device = next(model.parameters()).device
-        limit = min(budget, model.config.n_positions - length)
+        rows = len(prefixes)
         out: list[list[int]] = [[] for _ in prefixes]
         if limit <= 0:
             return out
-        done = torch.zeros(len(prefixes), dtype=torch.bool, device=device)
-        ids = torch.tensor(prefixes, device=device)
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((rows, width), eos, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        for row, prefix in enumerate(prefixes):
+            ids[row, width - len(prefix) :] = torch.tensor(prefix)
+            mask[row, width - len(prefix) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        seen = None
+        if sampling.penalises:
+            seen = seen_tokens(prefixes, model.config.vocab_size, (eos,))
+        token_chars = self._token_chars
+        chars = np.zeros(rows, dtype=np.int64)
+        done = np.array([b == 0 for b in budgets])
         # transformers 5 renamed past_key_values to cache; 4.x knows only the old name.
         cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else None
         cache_arg = cache_arg or "past_key_values"
         cache = None
         with torch.inference_mode():
             for _ in range(limit):
-                result = model(input_ids=ids, use_cache=True, **{cache_arg: cache})
+                result = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{cache_arg: cache},
+                )
                 cache = getattr(result, "cache", None) or result.past_key_values
-                logits = result.logits[:, -1, :].float() / temperature
-                token = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
-                done |= token == eos
-                for row in torch.nonzero(~done).flatten().tolist():
-                    out[row].append(int(token[row]))
-                if bool(done.all()):
+                logits = result.logits[:, -1, : model.config.vocab_size].float().cpu().numpy()
+                tokens = choose(logits, sampling, rng, seen)
+                for row in np.flatnonzero(~done):
+                    token = int(tokens[row])
+                    if token == eos:
+                        done[row] = True
+                        continue
+                    out[row].append(token)
+                    chars[row] += token_chars[token]
+                    done[row] = chars[row] >= budgets[row]
+                    if seen is not None:
+                        seen[row, token] = True
+                if done.all():
                     break
-                ids = token.unsqueeze(1)
+                tokens[done] = eos  # finished rows idle on a harmless token
+                ids = torch.from_numpy(tokens).to(device=device, dtype=torch.long).unsqueeze(1)
+                mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+                positions = positions[:, -1:] + 1
         return out
+
+
+def _last(ids: list[int], keep: int) -> list[int]:
+    """The last ``keep`` ids (none when ``keep`` <= 0)."""
+    return ids[max(0, len(ids) - keep) :] if keep > 0 else []

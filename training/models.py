@@ -31,11 +31,27 @@ class TextModel(Protocol):
 
     kind: str
 
-    def generate(self, seeds: Sequence[str], *, max_length: int, temperature: float) -> list[str]:
+    def generate(
+        self,
+        seeds: Sequence[str],
+        *,
+        max_length: int,
+        temperature: float,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        context: str | Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+        random_seed: int | None = None,
+    ) -> list[str]:
         """Return one continuation per seed, computed as one batch.
 
         Each result starts with its seed and ends at the end-of-tweet boundary (not
-        included) or after ``max_length`` characters, whichever comes first.
+        included), after ``max_length`` characters or after ``max_new_tokens`` sampled
+        tokens, whichever comes first. ``context`` (one text for every row, or one per seed)
+        is read first as the previous tweet, so a reply answers it; it is never part of the
+        result. The sampling controls are :class:`training.sampling.Sampling`'s (0 and 1.0
+        switch a control off); a bad value is a ValueError naming it.
         """
         ...
 

@@ -200,7 +200,40 @@ def table(results: dict[str, Any]) -> str:
             f"| tutorial one-hot window model: predicted chars/s, val bits/char | |"
             f" {_fmt(w['predicted_chars_per_s'], 0)}, {_fmt(w['val_bpc'], 3)} | |"
         )
+    rows.extend(_serving_rows(results))
     return "\n".join(rows)
+
+
+def _serving_rows(results: dict[str, Any]) -> list[str]:
+    """The serving benchmarks' rows (tests/benchmarks/serving.py writes their sections)."""
+    rows = []
+    for name, g in results.get("generation", {}).get("models", {}).items():
+        base, ours = g["baseline_one_at_a_time"], g["ours_batched_32"]
+        rows.append(
+            f"| serving, {name}: accepted tweets/s, batched + filtered (32) vs one at a time"
+            f" | {_fmt(ours['accepted_per_s'])} | {_fmt(base['accepted_per_s'])}"
+            f" | {_fmt(g['accepted_tweets_per_s_ratio'])}× (target ≥ 6×) |"
+        )
+    h = results.get("hot_swap")
+    if h:
+        rows.append(
+            "| serving: failed reply requests while 3 versions were published (1 corrupt)"
+            f" | {h['failed_requests']} of {h['requests_steady'] + h['requests_during_swaps']}"
+            " | 0 | |"
+        )
+        rows.append(
+            "| serving: reply p99 latency during swaps vs steady state"
+            f" | {_fmt(h['p99_during_swaps_s'])} s | {_fmt(h['p99_steady_s'])} s"
+            f" | {_fmt(h['p99_ratio'])}× (target ≤ 1.5×) |"
+        )
+    n = results.get("novelty")
+    if n:
+        rows.append(
+            f"| serving: samples copying a training tweet, after the filter vs before"
+            f" ({n['samples']}, memorising model)"
+            f" | {n['copies_after_filter']} | {n['copies_before_filter']} | |"
+        )
+    return rows
 
 
 def write_readme(results: dict[str, Any]) -> None:
@@ -213,6 +246,11 @@ def write_readme(results: dict[str, Any]) -> None:
         f"Measured {results['measured_at']} on {results['machine']}; budgets and caveats in "
         "[docs/training.md](docs/training.md#results)."
     )
+    if "generation" in results:
+        stamp += (
+            f" Serving rows (`python -m tests.benchmarks.serving`): "
+            f"{results['generation']['measured_at']}, {results['generation']['machine']}."
+        )
     README.write_text(f"{head}{BEGIN}\n{stamp}\n\n{table(results)}\n{END}{tail}", encoding="utf-8")
 
 
