@@ -12,11 +12,13 @@ from its last checkpoint, until `max_attempts` is spent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -164,12 +166,38 @@ class Launcher:
             fleet_id="",
         )
         try:
-            run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+            with self._keep_claimed(entry_id):
+                run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
         except LaunchError as exc:
             self._finish(job, entry_id, _failed(str(exc)))
             return None
         self.queue.set_state(job, JobState.RUNNING, instance_id=run.instance_id)
         return run
+
+    @contextlib.contextmanager
+    def _keep_claimed(self, entry_id: str) -> Iterator[None]:
+        """Touch the entry while a launch runs, so no other launcher takes it for dead.
+
+        A spot launch can outlast `claim_idle_seconds` (uploads, the fleet, moving the volume
+        to another zone); an entry left idle that long is claimed by a live launcher, which
+        finds no instance recorded yet and launches the job a second time.
+        """
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.claim_idle_ms / 3000):
+                try:
+                    self.queue.touch(entry_id, self.consumer)
+                except redis.RedisError as exc:
+                    log.warning("redis.unavailable", error=str(exc), during="launch")
+
+        thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _follow(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
         """Poll the run until it has an outcome; None when this launcher let go of the job."""

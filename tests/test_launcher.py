@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
+from infra.backends.base import LaunchError
 from infra.backends.local import LocalBackend
 from infra.job import Job, JobState
 from infra.launcher import Launcher
@@ -113,3 +116,39 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()[:64]
+
+
+class SlowCloud(LocalBackend):
+    """A backend whose launch takes as long as the test says: a slow cloud API (a spot fleet,
+    a volume moved to another zone) seen from the launcher."""
+
+    def __init__(self, volume: Path) -> None:
+        super().__init__(volume)
+        self.launching = threading.Event()
+        self.finish = threading.Event()
+
+    def start(self, job: Job, progress):  # type: ignore[no-untyped-def]
+        self.launching.set()
+        self.finish.wait(30)
+        raise LaunchError("the test ends the launch here")
+
+
+def test_a_launch_longer_than_claim_idle_keeps_its_entry(
+    queue: RetrainQueue, account: str, volume: Path
+) -> None:
+    """Regression (chaos suite): a live launcher's entry was claimed by another launcher while
+    its spot launch ran, and the job was launched twice."""
+    backend = SlowCloud(volume)
+    launcher = Launcher(queue, backend, claim_idle_seconds=1, block_ms=100)
+    job = request(queue, account, volume)
+    launcher.start()
+    try:
+        assert backend.launching.wait(30), "the launch never began"
+        deadline = time.monotonic() + 2.5  # well past claim_idle
+        while time.monotonic() < deadline:
+            assert queue.reclaim("another-launcher", 1000) == [], "a live launch was taken"
+            time.sleep(0.1)
+    finally:
+        backend.finish.set()
+        launcher.stop(timeout=5)
+    assert wait_job(queue, job.id, lambda j: j.state.terminal, "failed").attempt == 1
