@@ -56,6 +56,7 @@ class Launcher:
         self.stop_event = threading.Event()
         self.stop_timeout = 8.0
         self._thread: threading.Thread | None = None
+        self._claim_lock = threading.Lock()  # a heartbeat's touch never lands after a release
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -111,7 +112,10 @@ class Launcher:
         if not self.queue.acquire(job):
             log.debug("launcher.job_waiting", job_id=job.id, model_kind=job.model_kind)
             return False
-        with structlog.contextvars.bound_contextvars(job_id=job.id):
+        with (
+            structlog.contextvars.bound_contextvars(job_id=job.id),
+            self._keep_claimed(delivery.entry_id),
+        ):
             log.info("launcher.job_taken", trigger=job.trigger, state=job.state.value)
             self._drive(job, delivery.entry_id)
         return True
@@ -119,7 +123,7 @@ class Launcher:
     def _drive(self, job: Job, entry_id: str) -> None:
         while True:
             if self.stop_event.is_set():
-                self.queue.release(entry_id, self.consumer)
+                self._release(entry_id)
                 return
             run = self._adopt(job)
             if run is None:
@@ -166,8 +170,7 @@ class Launcher:
             fleet_id="",
         )
         try:
-            with self._keep_claimed(entry_id):
-                run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+            run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
         except LaunchError as exc:
             self._finish(job, entry_id, _failed(str(exc)))
             return None
@@ -176,20 +179,27 @@ class Launcher:
 
     @contextlib.contextmanager
     def _keep_claimed(self, entry_id: str) -> Iterator[None]:
-        """Touch the entry while a launch runs, so no other launcher takes it for dead.
+        """Touch the entry while this launcher drives its job, so no other takes it for dead.
 
-        A spot launch can outlast `claim_idle_seconds` (uploads, the fleet, moving the volume
-        to another zone); an entry left idle that long is claimed by a live launcher, which
-        finds no instance recorded yet and launches the job a second time.
+        A spot launch or a cleanup can outlast `claim_idle_seconds` (uploads, the fleet,
+        moving the volume, waiting for an instance to end); an entry left idle that long is
+        claimed by a live launcher, which finds no instance recorded yet and launches the job
+        a second time. Only a dead launcher stops touching; a stopping one releases its entry
+        and must not touch it again.
         """
         done = threading.Event()
 
         def beat() -> None:
-            while not done.wait(self.claim_idle_ms / 3000):
+            while True:
                 try:
-                    self.queue.touch(entry_id, self.consumer)
+                    with self._claim_lock:
+                        if self.stop_event.is_set():
+                            return
+                        self.queue.touch(entry_id, self.consumer)
                 except redis.RedisError as exc:
-                    log.warning("redis.unavailable", error=str(exc), during="launch")
+                    log.warning("redis.unavailable", error=str(exc), during="launcher heartbeat")
+                if done.wait(self.claim_idle_ms / 3000):
+                    return
 
         thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
         thread.start()
@@ -198,6 +208,11 @@ class Launcher:
         finally:
             done.set()
             thread.join()
+
+    def _release(self, entry_id: str) -> None:
+        """Hand the entry on at once (the launcher is stopping; the heartbeat has ended)."""
+        with self._claim_lock:
+            self.queue.release(entry_id, self.consumer)
 
     def _follow(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
         """Poll the run until it has an outcome; None when this launcher let go of the job."""
@@ -235,7 +250,7 @@ class Launcher:
                 log_tail=run.log_tail(),
             )  # fmt: skip
             log.info("launcher.job_requeued", reason="launcher stopped", attempt=job.attempt)
-        self.queue.release(entry_id, self.consumer)
+        self._release(entry_id)
         return None
 
     def _finish(self, job: Job, entry_id: str, outcome: Outcome, run: Run | None = None) -> None:
