@@ -192,7 +192,7 @@ def _results(
         checks = [f.verified for f in items if f.verified is not None]
         detail = "; ".join(f.note or f.detail for f in items)
         if kind == "429 storm":
-            detail = f"{limited} answers 429 across {len(items)} waves"
+            detail = f"{len(items)} waves; {limited} calls answered 429 (then the bot waits)"
         elif kind == "5xx burst":
             detail = f"{server_errors} answers 5xx in all (bursts and faults)"
         faults[kind] = {

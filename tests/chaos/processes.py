@@ -299,6 +299,7 @@ class Launcher:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+            self.killed = True
 
     def stop(self, timeout: float = 20.0) -> int:
         assert self.process is not None

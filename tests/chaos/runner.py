@@ -26,6 +26,7 @@ from tests.chaos.accounting import BotReply, Verdict, judge
 from tests.chaos.killer import Killer
 from tests.chaos.processes import http_health
 from tests.chaos.world import World
+from tests.daemon_process import wait_until
 from tests.infra.helpers import publish_to_s3
 from tests.x_emulator import CREATE, MENTIONS, TIMELINE, Fault
 
@@ -101,19 +102,17 @@ class Run:
         return sum(1 for m in list(self.world.mentions) if m.eligible and m.id not in answered)
 
     def _watch(self) -> None:
-        pool = self.world.pool
-        assert pool is not None
+        """Twice a second, the lease holder's /healthz (only a leader can be healthy)."""
         while not self.stop_watch.wait(0.5):
-            for daemon in list(pool.daemons):
-                if not daemon.alive():
-                    continue
-                daemon.refresh()
-                if daemon.health_url is None:
-                    continue
-                answer = http_health(daemon.health_url)
-                if answer is not None and answer[0] == 200:
-                    self.healthy.append(time.monotonic())
-                    break
+            leader = self.killer.leader()
+            if leader is None:
+                continue
+            leader.refresh()
+            if leader.health_url is None:
+                continue
+            answer = http_health(leader.health_url)
+            if answer is not None and answer[0] == 200:
+                self.healthy.append(time.monotonic())
 
     # --- helpers -------------------------------------------------------------------------
     def record(self, kind: str, detail: str = "", at: float | None = None) -> FaultRecord:
@@ -129,13 +128,12 @@ class Run:
         report("chaos.checked", kind=fault.kind, ok=ok, note=note)
 
     def wait(self, predicate: Callable[[], Any], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.2)
-        return None
+        """`predicate`'s first truthy value within `timeout`, or None: a failed check is
+        recorded and the run goes on, so one report shows every problem."""
+        try:
+            return wait_until(predicate, timeout=timeout, message="")
+        except AssertionError:
+            return None
 
     def leader_health(self) -> dict[str, Any] | None:
         leader = self.killer.leader()
@@ -190,9 +188,13 @@ class Run:
 
     # --- checkpoints ---------------------------------------------------------------------
     def corrupt_checkpoint(self, variant: str) -> None:
+        """Publish a broken version as LATEST: it must be refused and marked bad everywhere,
+        never served, and the leader must serve the last good version."""
+        from training.publish import read_latest
+
         world = self.world
         assert world.pretrained is not None
-        before = self.serving_version()
+        good = read_latest(world.model_dir)
         if variant == "checksum":
             version = checkpoints.publish_with_bad_checksum(
                 world.pretrained, world.model_dir, world.root / "scratch"
@@ -205,12 +207,16 @@ class Run:
             60,
         )
         bad = self.client.hexists(self.keys.model_bad, version)
-        after = self.serving_version()
-        kept = after == before and after is not None
+        # The leader may change meanwhile; whoever leads must end up on the last good version.
+        serving = self.wait(
+            lambda: (h := self.leader_health()) and h["model_version"] == good and good, 60
+        )
+        served = self.any_daemon_event("hotload.swapped", lambda e: e.get("version") == version)
         self.check(
             fault,
-            bool(refused) and bad and kept,
-            f"{variant}: refused and marked bad {bool(refused) and bad}, old model serving {kept}",
+            bool(refused) and bad and bool(serving) and served is None,
+            f"{variant}: refused and marked bad {bool(refused) and bad}, never served "
+            f"{served is None}, last good version serving {bool(serving)}",
         )
 
     # --- config --------------------------------------------------------------------------
@@ -218,6 +224,10 @@ class Run:
         world = self.world
         self.killer.pause()  # a daemon started now would (rightly) refuse the broken file
         try:
+            pool = world.pool
+            assert pool is not None
+            # One spawned a moment ago may not have read its config yet: let it first.
+            self.wait(lambda: all(d.tail.find("daemon.starting") for d in pool.live()), 60)
             good = world.config_path.read_text()
             leader = self.wait(self.killer.leader, 30)
             if leader is None:
@@ -291,7 +301,7 @@ class Run:
         done = self.wait(lambda: (j := self.queue.get(job.id)) and j.state.terminal and j, 120)
         served = self.wait(
             lambda: self.any_daemon_event("hotload.swapped", lambda e: e.get("version") == version),
-            120,
+            240,
         )
         self.check(
             fault,
@@ -385,7 +395,7 @@ class Run:
         for number in range(wanted):
             self.world.add_mention(100_000 + start + number)
         self.extra["budget_mentions"] = wanted
-        spent = self.wait(lambda: self._writes_left() == 0, 180)
+        spent = self.wait(lambda: self._writes_left() == 0, 300)
         self.extra["budget_spent"] = bool(spent)
 
     def verdict(self) -> Verdict:

@@ -41,9 +41,9 @@ NOT_SUMMONED_EVERY = 12  # one mention in this many replies to the bot without n
 @dataclass
 class Settings:
     kills: int = 100
-    pool_size: int = 5
-    mention_interval: float = 1.5
-    post_cap: int = 260  # posts_per_day: the budget phase spends it to the last post
+    pool_size: int = 4
+    mention_interval: float = 2.0
+    post_cap: int = 220  # posts_per_day: the budget phase spends it to the last post
     seed: int = 20260301
     max_seconds: float = 780.0  # the fault phase ends here even if kills remain
     log_level: str = "DEBUG"  # the secret scan is strongest where the bot logs the most
@@ -156,6 +156,7 @@ class World:
             post_every_seconds=5,
             scrape_every_seconds=600,
             pool_refill_seconds=5,
+            checkpoint_poll_seconds=2,
             lease_ttl_seconds=3,  # the smallest the config allows: fast takeovers
         )
         x = data["platform"]["x"]
