@@ -310,16 +310,22 @@ class Run:
         )
         self.extra.setdefault("versions_trained", []).append(version)
 
-    def spot_interruption(self) -> None:
+    def _start_retrain(self, kind: str) -> tuple[FaultRecord, Job | None]:
+        """Ask for a retrain (a live config edit); its job once the first attempt runs."""
         job = self.bump_retrain()
-        fault = self.record("spot interruption")
-        first = self._running(job.id, 1) if job else None
-        if first is None:
+        fault = self.record(kind)
+        running = self._running(job.id, 1) if job else None
+        if running is None:
             self.check(fault, False, "the retrain never ran on a spot instance")
+        return fault, running
+
+    def spot_interruption(self) -> None:
+        fault, first = self._start_retrain("spot interruption")
+        if first is None:
             return
         self.world.cloud.ec2.terminate_instances(InstanceIds=[first.instance_id])
-        fault.at, fault.detail = time.monotonic(), f"job {job.id}: {first.instance_id} reclaimed"
-        second = self._running(job.id, 2)
+        fault.at, fault.detail = time.monotonic(), f"job {first.id}: {first.instance_id} reclaimed"
+        second = self._running(first.id, 2)
         requeued = second is not None and second.instance_id != first.instance_id
         self.check(
             fault,
@@ -327,7 +333,7 @@ class Run:
             f"requeued and relaunched on a new instance {requeued}",
         )
         if second is not None:
-            history = self.queue.history(job.id)
+            history = self.queue.history(first.id)
             self.check(
                 fault,
                 history[:6] == ["queued", "launching", "running", "queued", "launching", "running"],
@@ -336,11 +342,8 @@ class Run:
             self._finish_and_serve(fault, second)
 
     def killed_launcher(self) -> None:
-        job = self.bump_retrain()
-        fault = self.record("killed launcher")
-        running = self._running(job.id, 1) if job else None
+        fault, running = self._start_retrain("killed launcher")
         if running is None:
-            self.check(fault, False, "the retrain never ran")
             return
         pid = int(running.consumer.split(":")[-2])
         victim = next((la for la in self.world.launchers if la.process and la.pid == pid), None)
@@ -348,10 +351,10 @@ class Run:
             self.check(fault, False, f"no launcher with pid {pid}")
             return
         victim.kill()
-        fault.at, fault.detail = time.monotonic(), f"launcher {victim.name} held job {job.id}"
+        fault.at, fault.detail = time.monotonic(), f"launcher {victim.name} held job {running.id}"
         adopted = self.wait(
             lambda: (
-                (j := self.queue.get(job.id))
+                (j := self.queue.get(running.id))
                 and j.consumer != running.consumer
                 and j.state is JobState.RUNNING
                 and j

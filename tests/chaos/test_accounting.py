@@ -25,35 +25,19 @@ def records(*answered: tuple[str, str]) -> dict[str, dict[str, str]]:
     return {m: {"intent_at": "1.0", "outcome": "replied", "tweet_id": t} for m, t in answered}
 
 
+ONE_EACH = [BotReply("201", "101"), BotReply("202", "102"), BotReply("204", "104")]
+RECORDED = records(("101", "201"), ("102", "202"), ("104", "204"))
+
+
 def test_a_clean_run_counts_nothing_bad() -> None:
-    replies = [BotReply("201", "101"), BotReply("202", "102"), BotReply("204", "104")]
-    verdict = judge(
-        MENTIONS,
-        replies,
-        records(("101", "201"), ("102", "202"), ("104", "204")),
-        bot_posts=4,
-        post_cap=10,
-        budget_spent=False,
-    )
+    verdict = judge(MENTIONS, ONE_EACH, RECORDED, bot_posts=4, post_cap=10, budget_spent=False)
     assert (verdict.mentions, verdict.eligible, verdict.replies) == (4, 3, 3)
     assert set(must_be_zero(verdict, {}).values()) == {0}
 
 
 def test_a_planted_duplicate_is_counted() -> None:
-    replies = [
-        BotReply("201", "101"),
-        BotReply("205", "101"),
-        BotReply("202", "102"),
-        BotReply("204", "104"),
-    ]
-    verdict = judge(
-        MENTIONS,
-        replies,
-        records(("101", "201"), ("102", "202"), ("104", "204")),
-        bot_posts=4,
-        post_cap=10,
-        budget_spent=False,
-    )
+    replies = [*ONE_EACH, BotReply("205", "101")]
+    verdict = judge(MENTIONS, replies, RECORDED, bot_posts=4, post_cap=10, budget_spent=False)
     assert verdict.duplicates == 1 and verdict.duplicate_ids == ["101"]
 
 
