@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint redis benchmarks clean
+.PHONY: install run test lint redis benchmarks chaos clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install redis
 # Not part of `make test`: minutes of CPU; writes tests/benchmarks/results.json and the README table.
 benchmarks: install
 	$(BIN)/python -m pytest tests/benchmarks -m benchmark -p no:cacheprovider -s
+
+# Not part of `make test`: about 10 minutes of real daemons, launchers, Redis, moto and the X
+# emulator under injected faults; writes tests/chaos/results.json and the README table.
+chaos: install
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.chaos
 
 lint: install
 	$(BIN)/ruff check .

@@ -64,16 +64,22 @@ class CheckpointWatcher:
         """Load what `LATEST` names if it is new; True when a new version went into service.
 
         With nothing serving yet (a fresh start), a broken `LATEST` falls back to the newest
-        version that verifies, so one bad publish cannot keep the bot mute.
+        version that verifies, so one bad publish cannot keep the bot mute. With an older
+        version serving (a standby that preloaded before the last good publish, then took
+        over), a refused `LATEST` falls back to the newest good version newer than it, so a
+        failover does not quietly go back to an older model.
         """
         from training.publish import list_versions, read_latest
 
         latest = read_latest(self.model_dir)
         current = self.service.current
         candidates = [latest] if latest else []
+        bad = self.state.bad_versions()
         if current is None:
             candidates += [v for v in list_versions(self.model_dir) if v != latest]
-        bad = self.state.bad_versions()
+        elif latest in bad:
+            newer = [v for v in list_versions(self.model_dir) if v > current.version]
+            candidates += [v for v in newer if v != latest]
         for version in candidates:
             if current is not None and version == current.version:
                 return False

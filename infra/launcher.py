@@ -12,11 +12,13 @@ from its last checkpoint, until `max_attempts` is spent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -54,6 +56,7 @@ class Launcher:
         self.stop_event = threading.Event()
         self.stop_timeout = 8.0
         self._thread: threading.Thread | None = None
+        self._claim_lock = threading.Lock()  # a heartbeat's touch never lands after a release
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -109,7 +112,10 @@ class Launcher:
         if not self.queue.acquire(job):
             log.debug("launcher.job_waiting", job_id=job.id, model_kind=job.model_kind)
             return False
-        with structlog.contextvars.bound_contextvars(job_id=job.id):
+        with (
+            structlog.contextvars.bound_contextvars(job_id=job.id),
+            self._keep_claimed(delivery.entry_id),
+        ):
             log.info("launcher.job_taken", trigger=job.trigger, state=job.state.value)
             self._drive(job, delivery.entry_id)
         return True
@@ -117,7 +123,7 @@ class Launcher:
     def _drive(self, job: Job, entry_id: str) -> None:
         while True:
             if self.stop_event.is_set():
-                self.queue.release(entry_id, self.consumer)
+                self._release(entry_id)
                 return
             run = self._adopt(job)
             if run is None:
@@ -177,6 +183,43 @@ class Launcher:
         self.queue.set_state(job, JobState.RUNNING, instance_id=run.instance_id)
         return run
 
+    @contextlib.contextmanager
+    def _keep_claimed(self, entry_id: str) -> Iterator[None]:
+        """Touch the entry while this launcher drives its job, so no other takes it for dead.
+
+        A spot launch or a cleanup can outlast `claim_idle_seconds` (uploads, the fleet,
+        moving the volume, waiting for an instance to end); an entry left idle that long is
+        claimed by a live launcher, which finds no instance recorded yet and launches the job
+        a second time. Only a dead launcher stops touching; a stopping one releases its entry
+        and must not touch it again.
+        """
+        done = threading.Event()
+
+        def beat() -> None:
+            while True:
+                try:
+                    with self._claim_lock:
+                        if self.stop_event.is_set():
+                            return
+                        self.queue.touch(entry_id, self.consumer)
+                except redis.RedisError as exc:
+                    log.warning("redis.unavailable", error=str(exc), during="launcher heartbeat")
+                if done.wait(self.claim_idle_ms / 3000):
+                    return
+
+        thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def _release(self, entry_id: str) -> None:
+        """Hand the entry on at once (the launcher is stopping; the heartbeat has ended)."""
+        with self._claim_lock:
+            self.queue.release(entry_id, self.consumer)
+
     def _follow(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
         """Poll the run until it has an outcome; None when this launcher let go of the job."""
         limit = self.backend.max_run_seconds
@@ -213,7 +256,7 @@ class Launcher:
                 log_tail=run.log_tail(),
             )  # fmt: skip
             log.info("launcher.job_requeued", reason="launcher stopped", attempt=job.attempt)
-        self.queue.release(entry_id, self.consumer)
+        self._release(entry_id)
         return None
 
     def _finish(self, job: Job, entry_id: str, outcome: Outcome, run: Run | None = None) -> None:

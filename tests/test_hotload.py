@@ -90,6 +90,24 @@ def test_a_truncated_manifest_or_weight_file_keeps_the_old_model_serving(
     assert len(list_versions(model_dir)) == 3
 
 
+def test_a_refused_latest_falls_back_to_the_newest_good_version_not_an_older_one(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    """Regression (chaos suite): a standby that preloaded before the last good publish took
+    over after a corrupt publish and kept serving its older model."""
+    older = read_latest(model_dir)
+    assert watcher.check()  # this daemon preloaded `older`, then went on standby
+    newest_good = copy_version(model_dir, older, "29990101T000000000000Z-bbbbbb").name
+    corrupt = copy_version(model_dir, older, "29990102T000000000000Z-cccccc")
+    weights = next(corrupt.glob("*.h5"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    point_latest(model_dir, corrupt.name)
+    watcher.state.mark_bad_version(corrupt.name, "refused by the daemon that was leader")
+    assert watcher.check()
+    assert watcher.service.current.version == newest_good
+    assert not watcher.check()  # settled: nothing is reloaded again
+
+
 def test_a_manifest_of_the_wrong_model_kind_is_refused(
     watcher: CheckpointWatcher, model_dir: Path
 ) -> None:

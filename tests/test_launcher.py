@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
+from infra.backends.base import LaunchError, Outcome, OutcomeKind
 from infra.backends.local import LocalBackend
 from infra.job import Job, JobState
 from infra.launcher import Launcher
@@ -113,3 +116,83 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text()[:64]
+
+
+class InterruptedRun:
+    """An attempt the cloud reclaimed at once, whose cleanup takes as long as the test says."""
+
+    instance_id = "i-slow"
+
+    def __init__(self, cloud: SlowCloud) -> None:
+        self.cloud = cloud
+
+    def poll(self) -> Outcome:
+        return Outcome(OutcomeKind.INTERRUPTED, "reclaimed")
+
+    def cost(self) -> float:
+        return 0.0
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        return []
+
+    def interrupt(self, timeout: float) -> None:
+        """Nothing runs here."""
+
+    def terminate(self, reason: str) -> None:
+        """Nothing runs here."""
+
+    def cleanup(self) -> None:
+        self.cloud.wait_here("cleanup")
+
+
+class SlowCloud(LocalBackend):
+    """A backend whose cloud calls take as long as the test says (a spot fleet, a volume moved
+    to another zone, an instance slow to end), seen from the launcher."""
+
+    survives_launcher = True
+
+    def __init__(self, volume: Path, slow: str) -> None:
+        super().__init__(volume)
+        self.slow = slow
+        self.waiting = threading.Event()
+        self.finish = threading.Event()
+
+    def wait_here(self, step: str) -> None:
+        if step == self.slow:
+            self.waiting.set()
+            self.finish.wait(30)
+
+    def start(self, job: Job, progress):  # type: ignore[no-untyped-def]
+        if job.attempt > 1:
+            raise LaunchError("the test ends the job here")
+        self.wait_here("start")
+        if self.slow == "start":
+            raise LaunchError("the test ends the job here")
+        return InterruptedRun(self)
+
+    def adopt(self, job: Job) -> None:
+        return None
+
+
+@pytest.mark.parametrize("slow", ["start", "cleanup"])
+def test_a_long_launch_or_cleanup_keeps_the_entry_claimed(
+    queue: RetrainQueue, account: str, volume: Path, slow: str
+) -> None:
+    """Regression (chaos suite): while a live launcher's spot launch (or the cleanup of an
+    interrupted attempt) ran, another launcher claimed its entry and launched the job again."""
+    backend = SlowCloud(volume, slow)
+    launcher = Launcher(queue, backend, claim_idle_seconds=1, block_ms=100)
+    job = request(queue, account, volume)
+    launcher.start()
+    try:
+        assert backend.waiting.wait(30), f"the {slow} never began"
+        deadline = time.monotonic() + 2.5  # well past claim_idle
+        while time.monotonic() < deadline:
+            assert queue.reclaim("another-launcher", 1000) == [], "a live job was taken"
+            time.sleep(0.1)
+        backend.finish.set()
+        done = wait_job(queue, job.id, lambda j: j.state.terminal, "ended", timeout=30)
+    finally:
+        backend.finish.set()
+        launcher.stop(timeout=5)
+    assert done.attempt == (1 if slow == "start" else 2) and done.consumer == launcher.consumer
