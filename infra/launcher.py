@@ -174,6 +174,8 @@ class Launcher:
         except LaunchError as exc:
             self._finish(job, entry_id, _failed(str(exc)))
             return None
+        except redis.RedisError:
+            raise  # our own state store blinked: the run loop waits and retries the job
         except Exception as exc:
             # Anything else (no AWS credentials, a missing bucket, a dataset gone) would fail
             # the same way on every attempt: record the cause instead of burning the attempts.
