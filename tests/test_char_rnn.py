@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 PHRASES = ["the cat sat on the mat", "the dog ate a bone", "a bird sang all day long"]
 TINY = CharRNNConfig(
-    embedding_dim=16, units=32, seq_len=32, batch_size=16, epochs=12, learning_rate=1e-2
+    embedding_dim=16, units=32, seq_len=32, batch_size=16, epochs=16, learning_rate=1e-2
 )
 
 
@@ -46,7 +46,7 @@ def test_vocab_reserves_padding_and_boundary() -> None:
 
 def test_validation_loss_falls(trained: tuple[CharRNN, list[EpochReport]]) -> None:
     _, reports = trained
-    assert [r.epoch for r in reports] == list(range(1, 13)) and all(r.complete for r in reports)
+    assert [r.epoch for r in reports] == list(range(1, 17)) and all(r.complete for r in reports)
     assert reports[-1].val_loss < reports[0].val_loss
     assert reports[-1].val_bits_per_char == pytest.approx(reports[-1].val_loss / 0.6931, 1e-3)
 
@@ -169,3 +169,73 @@ def test_the_context_conditions_the_sample_and_is_not_returned(
         assert text.startswith(seed) and len(text) <= 40 and "Q" not in text
     budgeted = model.generate(["the"] * 4, max_length=60, temperature=1.0, max_new_tokens=5)
     assert all(len(text) <= len("the") + 5 for text in budgeted)
+
+
+def test_fused_gru_matches_keras_gru_values_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both fused paths compute the stock layers' values and gradients: a GRU over any
+    inputs from any initial state, and one reading its inputs through a folded embedding."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import training.char_rnn as char_rnn
+
+    calls = []
+    fused_sequence = char_rnn._gru_sequence
+    monkeypatch.setattr(char_rnn, "_gru_sequence", lambda *a: calls.append(1) or fused_sequence(*a))
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)  # non-zero biases, so both bias rows are exercised
+    tokens = tf.constant(rng.integers(0, 9, (3, 7)), dtype=tf.int32)
+    x, h0 = tf.random.normal((3, 7, 5)), tf.random.normal((3, 6))
+
+    def gradients(embed: keras.layers.Layer, rnn: keras.layers.Layer, folded: bool) -> list:
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0])
+            if folded:
+                kwargs = {"tokens": tokens} if isinstance(rnn, char_rnn.GRU) else {}
+                seq, last = rnn(embed(tokens), **kwargs)
+            else:
+                seq, last = rnn(x, initial_state=[h0])
+            loss = tf.reduce_sum(seq * tf.range(6.0)) + tf.reduce_sum(last**2)
+        inputs = embed.trainable_weights if folded else [x, h0]
+        grads = tape.gradient(loss, [*rnn.trainable_weights, *inputs])
+        return [loss, *(tf.convert_to_tensor(g) for g in grads)]
+
+    for folded in (False, True):
+        embeds = [keras.layers.Embedding(9, 5) for _ in range(2)]
+        stock = keras.layers.GRU(6, return_sequences=True, return_state=True)
+        fused = char_rnn.GRU(6, return_sequences=True, return_state=True)
+        for embed, rnn in zip(embeds, (stock, fused), strict=True):
+            rnn(embed(tokens))
+        stock.set_weights([w + 0.3 * rng.standard_normal(w.shape) for w in stock.get_weights()])
+        fused.set_weights(stock.get_weights())
+        embeds[1].set_weights(embeds[0].get_weights())
+        if folded:
+            fused.fold_embedding(embeds[1])
+        calls.clear()
+        expected = gradients(embeds[0], stock, folded)
+        got = gradients(embeds[1], fused, folded)
+        assert calls, "the fused path was not taken"
+        for a, b in zip(expected, got, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_from_the_stock_keras_gru_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints published before the fused layer existed load unchanged."""
+    import keras
+    import numpy as np
+
+    import training.char_rnn as char_rnn
+
+    config = CharRNNConfig(embedding_dim=8, units=16)
+    with monkeypatch.context() as patch:
+        patch.setattr(char_rnn, "GRU", keras.layers.GRU)
+        old = CharRNN(config, Vocab(list("abc")))
+    assert type(old._model.get_layer("rnn0")) is keras.layers.GRU
+    old.save(tmp_path)
+    new = CharRNN.load(tmp_path)
+    assert type(new._model.get_layer("rnn0")) is char_rnn.GRU
+    tokens = np.array([[1, 2, 3, 4, 2, 1]], dtype=np.int32)
+    np.testing.assert_allclose(new._model(tokens), old._model(tokens), atol=1e-5)

@@ -73,10 +73,142 @@ class Vocab:
         return np.asarray(ids, dtype=np.int32)
 
 
+def _gru_sequence(xp: tf.Tensor, h0: tf.Tensor, u: tf.Tensor, rb: tf.Tensor) -> tf.Tensor:
+    """Run a ``reset_after`` GRU over time-major input projections; return every state.
+
+    ``xp`` (time, batch, 3·units) holds ``x_t @ kernel + input_bias`` for all steps at once,
+    ``u`` is the recurrent kernel and ``rb`` the recurrent bias; the result is (time, batch,
+    units). Keras' generic loop multiplies the input and accumulates ``dU`` inside the loop,
+    one small matrix product per step; here the loop keeps only the recurrent product, and
+    the gradient of ``u`` is one large product over every step after the backward loop.
+    Same arithmetic as ``keras.layers.GRU`` (a test checks values and gradients).
+    """
+    n = int(u.shape[0])
+
+    @tf.custom_gradient
+    def run(xp: tf.Tensor, h0: tf.Tensor, u: tf.Tensor, rb: tf.Tensor) -> Any:
+        def step(acc: tuple[tf.Tensor, ...], x_t: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            h = acc[0]
+            inner = tf.matmul(h, u) + rb
+            zr = tf.sigmoid(x_t[:, : 2 * n] + inner[:, : 2 * n])
+            rh = inner[:, 2 * n :]
+            hh = tf.tanh(x_t[:, 2 * n :] + zr[:, n:] * rh)
+            return hh + zr[:, :n] * (h - hh), zr, hh, rh
+
+        zeros = tf.zeros_like(h0)
+        start = (h0, tf.concat([zeros, zeros], axis=1), zeros, zeros)
+        # The gates are kept for the backward pass: recomputing them would cost a product.
+        hs, zrs, hhs, rhs = tf.scan(step, xp, initializer=start)
+
+        def grad(dhs: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+
+            def back(acc: tuple[tf.Tensor, ...], elems: tuple[tf.Tensor, ...]) -> Any:
+                d_out, h_p, zr, hh, rh = elems
+                g = d_out + acc[0]  # from the output at t and from step t + 1
+                z, r = zr[:, :n], zr[:, n:]
+                d_h = g * (1 - z) * (1 - hh * hh)
+                d_z = g * (h_p - hh) * z * (1 - z)
+                d_r = d_h * rh * r * (1 - r)
+                d_inner = tf.concat([d_z, d_r, d_h * r], axis=1)
+                d_x = tf.concat([d_z, d_r, d_h], axis=1)
+                return g * z + tf.matmul(d_inner, u, transpose_b=True), d_x, d_inner
+
+            rows = tf.shape(xp)[1:]
+            start = (tf.zeros_like(h0), tf.zeros(rows), tf.zeros(rows))
+            elems = (dhs, h_prev, zrs, hhs, rhs)
+            d_h0, d_xp, d_inner = tf.scan(back, elems, initializer=start, reverse=True)
+            flat_inner = tf.reshape(d_inner, [-1, 3 * n])
+            d_u = tf.matmul(tf.reshape(h_prev, [-1, n]), flat_inner, transpose_a=True)
+            return d_xp, d_h0[0], d_u, tf.reduce_sum(flat_inner, axis=0)
+
+        return hs, grad
+
+    return run(xp, h0, u, rb)
+
+
+class GRU(keras.layers.GRU):
+    """``keras.layers.GRU`` with the same weights, trained through :func:`_gru_sequence`.
+
+    Named ``GRU`` on purpose: Keras keys a weights file by layer class name, so files written
+    with the stock layer (every checkpoint published before this one existed) still load.
+
+    On CPU, Keras runs a GRU as a generic loop (cuDNN is GPU-only) that multiplies each step's
+    input separately. This layer multiplies all of them in one product, and, after
+    :meth:`fold_embedding`, not at all: ``embedding[t] @ kernel`` is ``(embedding @ kernel)[t]``,
+    a lookup in a vocabulary-sized table, which saves about a fifth of the arithmetic per
+    character. Anything the fused path does not cover (one-step sampling, masks, in-cell
+    dropout, other activations, stateful use) goes through the stock loop unchanged.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._embeddings: Callable[[], Any] | None = None
+
+    def fold_embedding(self, embedding: keras.layers.Embedding) -> None:
+        """Read inputs as rows of ``embedding``'s table projected by the kernel; see the class.
+
+        Then call with ``tokens=`` the ids the embedded ``sequences`` came from (nothing may
+        sit between the two, dropout included). Held as a function, not an attribute, so
+        Keras does not track the embedding as part of this layer and saved weights keep
+        their layout.
+        """
+        self._embeddings = lambda: embedding.embeddings
+
+    def _fusable(self, sequences: Any, mask: Any) -> bool:
+        cell = self.cell
+        return (
+            sequences.shape[1] != 1
+            and mask is None
+            and not (self.go_backwards or self.unroll or self.stateful)
+            and not (cell.dropout or cell.recurrent_dropout)
+            and cell.reset_after
+            and cell.use_bias
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+        )
+
+    def call(
+        self,
+        sequences: Any,
+        initial_state: Any = None,
+        mask: Any = None,
+        training: bool = False,
+        tokens: Any = None,
+    ) -> Any:
+        if not self._fusable(sequences, mask):
+            return super().call(sequences, initial_state, mask, training)
+        cell = self.cell
+        kernel = tf.convert_to_tensor(cell.kernel)
+        bias = tf.convert_to_tensor(cell.bias)
+        if tokens is not None and self._embeddings is not None:
+            table = tf.matmul(tf.convert_to_tensor(self._embeddings()), kernel) + bias[0]
+            xp = tf.gather(table, tf.transpose(tokens))  # time-major for the scan
+        else:
+            # One product for every step's input projection. (A plain 2-D matmul:
+            # tf.einsum's transposes cost more than the product itself here.)
+            x = tf.transpose(sequences, [1, 0, 2])
+            xp = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), kernel) + bias[0]
+            xp = tf.reshape(xp, tf.concat([tf.shape(x)[:2], [-1]], axis=0))
+        if initial_state is None:
+            h0 = tf.zeros(tf.stack([tf.shape(sequences)[0], self.units]), sequences.dtype)
+        else:
+            h0 = initial_state[0] if isinstance(initial_state, list | tuple) else initial_state
+        hs = _gru_sequence(xp, h0, tf.convert_to_tensor(cell.recurrent_kernel), bias[1])
+        last = hs[-1]
+        output = tf.transpose(hs, [1, 0, 2]) if self.return_sequences else last
+        return (output, last) if self.return_state else output
+
+    def compute_output_shape(
+        self, sequences_shape: Any, initial_state_shape: Any = None, tokens_shape: Any = None
+    ) -> Any:
+        return super().compute_output_shape(sequences_shape, initial_state_shape)
+
+
 def _build(config: CharRNNConfig, vocab_size: int) -> tuple[keras.Model, keras.Model]:
     """Return (sequence model for training, one-step model with state in and out)."""
     embed = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embed")
-    rnn_cls = keras.layers.GRU if config.cell == "gru" else keras.layers.LSTM
+    rnn_cls = GRU if config.cell == "gru" else keras.layers.LSTM
     rnns = [
         rnn_cls(config.units, return_sequences=True, return_state=True, name=f"rnn{i}")
         for i in range(config.layers)
@@ -86,7 +218,11 @@ def _build(config: CharRNNConfig, vocab_size: int) -> tuple[keras.Model, keras.M
 
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     x = embed(tokens)
-    for rnn in rnns:
+    for i, rnn in enumerate(rnns):
+        if i == 0 and drop is None and hasattr(rnn, "fold_embedding"):  # the GRU, not LSTM
+            rnn.fold_embedding(embed)
+            x = rnn(x, tokens=tokens)[0]
+            continue
         x = drop(x) if drop is not None else x
         x = rnn(x)[0]
     x = drop(x) if drop is not None else x

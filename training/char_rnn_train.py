@@ -148,6 +148,7 @@ def fit(
     window_seconds, window_chars = 0.0, 0
     stop = stop or threading.Event()
     stopping = False
+    first_step = state["step"] + 1
     while state["epoch"] <= config.epochs and not stopping:
         epoch = state["epoch"]
         epoch_started = time.monotonic()
@@ -165,7 +166,10 @@ def fit(
             state["loss_sum"] += loss
             state["loss_count"] += 1
             window_chars += batch * x.shape[1]
-            if state["step"] % LOG_EVERY == 0 and trainlog is not None:
+            # This process's first step gets a row of its own: it includes tracing (and XLA
+            # compiling), so the later rows show the steady speed.
+            logged = state["step"] % LOG_EVERY == 0 or state["step"] == first_step
+            if logged and trainlog is not None:
                 now = time.monotonic()
                 trainlog.append(
                     step=state["step"], train_loss=loss, lr=config.learning_rate,
