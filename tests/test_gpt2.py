@@ -207,3 +207,50 @@ def test_gpt2_replies_read_the_context_and_never_return_it(trained) -> None:
     context = "Zebras quarrel xylophones"
     for text in reply(context):
         assert "Zebras" not in text and "xylophones" not in text
+
+
+def test_a_version_that_loads_but_raises_on_generate_is_refused(
+    trained, tmp_path: Path, redis_client, account: str
+) -> None:
+    """A tokenizer that does not fit its model (its end-of-text id is past the embedding)
+    loads fine and only fails when asked to write: the smoke generation catches it."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from bot.config import FilterConfig, GenerationConfig
+    from bot.generation import GenerationService
+    from bot.hotload import CheckpointWatcher
+    from bot.state import BotState
+    from training.publish import new_staging_dir, publish
+
+    model_dir = tmp_path / "checkpoints" / "gpt2"
+    model_dir.mkdir(parents=True)
+    good = trained[0].model
+    eos = good.tokenizer.eos_token_id
+
+    def publish_model(model: GPT2) -> str:
+        staging = new_staging_dir(model_dir)
+        model.save(staging)
+        manifest = publish(
+            staging, model_kind="gpt2", step=1, train_loss=1.0, val_loss=1.0,
+            dataset_hash="test", config={},
+        )  # fmt: skip
+        return manifest.version
+
+    service = GenerationService(GenerationConfig(max_length=40), FilterConfig())
+    watcher = CheckpointWatcher(model_dir, "gpt2", service, BotState(redis_client, account))
+    serving = publish_model(good)
+    assert watcher.check() and service.current.version == serving
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=eos, n_positions=64, n_layer=1, n_head=2, n_embd=16,
+        bos_token_id=0, eos_token_id=0,
+    )  # fmt: skip
+    net = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa").eval()
+    broken = publish_model(GPT2(net, good.tokenizer, good.settings))
+    assert load_model("gpt2", model_dir / broken) is not None  # it loads...
+    assert not watcher.check()  # ...but cannot write, so it never serves
+    assert service.current.version == serving
+    reason = watcher.state.bad_versions()[broken]
+    assert "index" in reason.lower() and "ModelLoadError" not in reason  # raised by generate

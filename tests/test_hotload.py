@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
+from tests.daemon_process import wait_until
 from training.publish import LATEST_NAME, MANIFEST_NAME, list_versions, read_latest
 
 
@@ -215,3 +217,44 @@ def test_the_background_load_runs_nicer_and_hands_back_its_outcome() -> None:
 
     with pytest.raises(ValueError, match="bad weights"):
         run_in_background(fail)
+
+
+def test_replies_keep_flowing_while_a_new_version_replaces_the_old(
+    watcher: CheckpointWatcher, model_dir: Path
+) -> None:
+    from bot.platform.base import Tweet
+
+    first = read_latest(model_dir)
+    assert watcher.check()
+    mention = Tweet(
+        id="7", text="@parrotbot any advice?", author_id="3", author_handle="reader",
+        created_at="",
+    )  # fmt: skip
+    versions: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                generated, _batch = watcher.service.generate_reply(mention, handle="parrotbot")
+                versions.append(generated.model_version if generated else "none")
+            except Exception as exc:  # every failed request is what this test is about
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        wait_until(lambda: versions, timeout=60, message="no answer from the first version")
+        second = copy_version(model_dir, first, "29990101T000000000000Z-second").name
+        point_latest(model_dir, second)
+        assert watcher.check()
+        wait_until(lambda: second in versions, timeout=60, message="no answer from the new version")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert failures == []
+    assert versions[0] == first and versions[-1] == second
+    assert set(versions) <= {first, second, "none"}
+    # The swap is one assignment: once the new version answered, the old one never did again.
+    assert first not in versions[versions.index(second) :]
