@@ -31,8 +31,18 @@ def parse_events(text: str) -> list[Event]:
 
 
 class DaemonProcess:
-    def __init__(self, config: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    """A `parrotbot` process (`run` by default; `launcher` for the Procfile's second one)."""
+
+    def __init__(
+        self,
+        config: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        command: str = "run",
+    ) -> None:
         self.config = config
+        self.command = command
         self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,7 +50,7 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "bot.cli", self.command, "--config", str(self.config)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -7,7 +7,6 @@ folder (the secret scan reads them all). Waits are polls with deadlines.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -272,45 +271,36 @@ class Launcher:
 
     def __init__(self, name: str, config: Path, logs: Path, env: dict[str, str]) -> None:
         self.name = name
-        self.config = config
         self.log_path = logs / f"launcher-{name}.log"
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = DaemonProcess(config, self.log_path, env=env, command="launcher")
         self.tail = EventTail(self.log_path)
         self.killed = False  # by the suite, on purpose
 
     def start(self) -> Launcher:
-        with self.log_path.open("ab") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "launcher", "--config", str(self.config)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-            )
+        self.process.start()
         return self
 
     @property
     def pid(self) -> int:
-        assert self.process is not None
         return self.process.pid
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        child = self.process.process
+        if child is not None and child.poll() is None:
             self.process.kill()
-            self.process.wait()
             self.killed = True
 
     def stop(self, timeout: float = 20.0) -> int:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            return self.process.returncode
-        self.process.terminate()
+        """SIGTERM; unlike a test's daemon, one that hangs is killed and reported as -9."""
+        child = self.process.process
+        assert child is not None
+        if child.poll() is not None:
+            return child.returncode
+        child.terminate()
         try:
-            return self.process.wait(timeout)
+            return child.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait()
             return -9
 
 
