@@ -51,6 +51,11 @@ class Keys:
     def posted(self) -> str:
         return self._key("posted")
 
+    # Epoch seconds of the last scheduled post: a new leader resumes the post cadence from it.
+    @property
+    def last_post(self) -> str:
+        return self._key("post", "last")
+
     # Hash: version, loaded_at and the manifest of the model serving now.
     @property
     def model_current(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import structlog
 
@@ -49,9 +51,14 @@ def post_scheduled(
     except PlatformError as exc:
         platform_failed("post.skipped", exc)
         return None
+    # The post time goes with the history entry: the scheduler's cadence rests on it.
+    pipe = state.redis.pipeline(transaction=True)
     state.record_posted(
-        PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version)
+        PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version),
+        pipeline=pipe,
     )
+    pipe.set(state.keys.last_post, f"{time.time():.3f}")
+    pipe.execute()
     metrics.POSTS.labels(source=source).inc()
     metrics.POOL_SIZE.set(pool.size())
     log.info(
@@ -62,6 +69,12 @@ def post_scheduled(
         source=source,
     )
     return tweet
+
+
+def last_post_at(state: BotState) -> datetime | None:
+    """When the last scheduled post went out, so a new leader keeps the post cadence."""
+    stamp = state.redis.get(state.keys.last_post)
+    return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
 
 
 def refill_pool(

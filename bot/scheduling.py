@@ -3,6 +3,8 @@
 Jobs have explicit ids and are added with `replace_existing`, so a restarted or newly
 elected daemon rewrites the schedule instead of stacking duplicates; `coalesce` and a
 misfire grace time turn a backlog after downtime into one run, not a burst of posts.
+Rewriting would restart the post interval at every takeover, so the post job's first run
+is computed from the last scheduled post that Redis recorded (see `_next_post_time`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import redis
+import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,6 +23,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot import jobs
 from bot.config import BotConfig
 from bot.keys import Keys
+
+log = structlog.get_logger(__name__)
 
 MISFIRE_GRACE_SECONDS = 60
 WORKER_THREADS = 4
@@ -45,18 +50,26 @@ def build_scheduler(config: BotConfig, raw_client: redis.Redis) -> BackgroundSch
     )
 
 
-def schedule_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> None:
-    """(Re)write every job from the config; safe to call again after a config change."""
+def schedule_jobs(
+    scheduler: BackgroundScheduler, config: BotConfig, *, last_post: datetime | None
+) -> None:
+    """(Re)write every job from the config; safe to call again after a config change.
+
+    `last_post` is when the last scheduled post went out (`posting.last_post_at`), so that
+    a new leader or a config edit keeps the post cadence instead of restarting it.
+    """
     schedule = config.schedule
     now = datetime.now(UTC)
     soon = now + timedelta(seconds=1)
+    post_trigger = _post_trigger(config)
+    next_post = _next_post_time(post_trigger, last_post, now)
     triggers: dict[str, tuple[BaseTrigger, datetime | None]] = {
         jobs.SCRAPE: (IntervalTrigger(seconds=schedule.scrape_every_seconds), now),
         jobs.CHECKPOINTS: (IntervalTrigger(seconds=schedule.checkpoint_poll_seconds), soon),
         jobs.MENTIONS: (IntervalTrigger(seconds=schedule.mentions_every_seconds), soon),
         jobs.CONFIG: (IntervalTrigger(seconds=schedule.config_poll_seconds), None),
         jobs.POOL: (IntervalTrigger(seconds=schedule.pool_refill_seconds), soon),
-        jobs.POST: (_post_trigger(config), None),
+        jobs.POST: (post_trigger, next_post),
     }
     for name, (trigger, first_run) in triggers.items():
         options = {"next_run_time": first_run} if first_run is not None else {}
@@ -69,6 +82,11 @@ def schedule_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> None:
             replace_existing=True,
             **options,
         )
+    log.info(
+        "scheduler.post_scheduled",
+        next_run=next_post.isoformat() if next_post else None,  # None: the trigger's own
+        last_post=last_post.isoformat() if last_post else None,
+    )
 
 
 def prune_unknown_jobs(scheduler: BackgroundScheduler, config: BotConfig) -> list[str]:
@@ -85,3 +103,21 @@ def _post_trigger(config: BotConfig) -> BaseTrigger:
     if schedule.post_cron:
         return CronTrigger.from_crontab(schedule.post_cron, timezone=schedule.timezone)
     return IntervalTrigger(seconds=schedule.post_every_seconds)
+
+
+def _next_post_time(
+    trigger: BaseTrigger, last_post: datetime | None, now: datetime
+) -> datetime | None:
+    """The post job's first run: one period after the last post, or now if that has passed.
+
+    Clamping an overdue run to now matters: a run time older than the misfire grace would
+    be dropped as missed, and one due time makes the backlog one post, not a burst. None (no
+    post recorded yet) leaves the first run to the trigger.
+    """
+    if last_post is None:
+        return None
+    if isinstance(trigger, IntervalTrigger):
+        due = last_post + trigger.interval
+    else:  # cron: the first slot after the last post
+        due = trigger.get_next_fire_time(None, last_post)
+    return None if due is None else max(due, now)

@@ -116,6 +116,8 @@ def test_a_second_daemon_for_the_account_waits_and_takes_over(
     active.process.send_signal(signal.SIGKILL)  # no release: the lease must lapse by itself
     active.process.wait()
     standby.wait_for("lease.acquired", timeout=30)
+    # The new leader resumes the post cadence from the dead one's last post.
+    assert standby.wait_for("scheduler.post_scheduled", timeout=30)["last_post"] is not None
     standby.wait_for("post.published", timeout=120)
     assert standby.stop() == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.platform.local import LocalPlatform
 from bot.pool import TweetPool
-from bot.posting import post_scheduled, refill_pool
+from bot.posting import last_post_at, post_scheduled, refill_pool
 from bot.state import BotState
 
 
@@ -50,8 +51,12 @@ def test_refill_then_post_from_the_pool_and_a_swap_discards_it(
     platform = LocalPlatform(tmp_path / "local", handle="parrotbot")
     platform.prepare()
     waiting = pool.texts()
+    assert last_post_at(state) is None
+    before = datetime.now(UTC)
     tweet = post_scheduled(platform, state, service, pool)
     assert tweet is not None and tweet.text == waiting[0]
+    # The time the scheduler resumes the post cadence from after a takeover.
+    assert before - timedelta(milliseconds=1) <= last_post_at(state) <= datetime.now(UTC)
     assert pool.size() == added - 1
 
     # A new version goes into service: whatever the old one wrote is gone.
