@@ -10,7 +10,14 @@ import pytest
 
 from tests.training_data import TINY_GPT2, sample_texts
 from training.gpt2 import GPT2, WEIGHTS_FILE, GPT2Settings
-from training.gpt2_train import EvalReport, FitResult, fit, lr_at, resolve_device_and_dtype
+from training.gpt2_train import (
+    EvalReport,
+    FitResult,
+    cpu_has_native_bf16,
+    fit,
+    lr_at,
+    resolve_device_and_dtype,
+)
 from training.models import ModelLoadError, TextModel, load_model
 from training.runs import list_checkpoints
 from training.trainlog import read_rows
@@ -39,10 +46,13 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
         GPT2Settings(precision="fp8")  # type: ignore[arg-type]
 
 
-def test_precision_is_fp32_on_cpu_and_fp16_needs_a_gpu() -> None:
+def test_precision_on_cpu_is_bf16_where_native_else_fp32_and_fp16_needs_a_gpu() -> None:
     import torch
 
-    assert resolve_device_and_dtype(GPT2Settings(device="cpu")) == (torch.device("cpu"), None)
+    auto = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert resolve_device_and_dtype(GPT2Settings(device="cpu")) == (torch.device("cpu"), auto)
+    fp32 = GPT2Settings(device="cpu", precision="fp32")
+    assert resolve_device_and_dtype(fp32) == (torch.device("cpu"), None)
     bf16 = GPT2Settings(device="cpu", precision="bf16")
     assert resolve_device_and_dtype(bf16)[1] == torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):

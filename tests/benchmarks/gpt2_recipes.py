@@ -134,13 +134,19 @@ def run_recipe(
     return curve
 
 
-def _seconds_per_step(model: Any, batch: torch.Tensor) -> float:
-    """One forward/backward on a copy of the model's state, to size a schedule to a budget."""
+def _seconds_per_step(model: Any, batch: torch.Tensor, dtype: torch.dtype | None = None) -> float:
+    """One forward/backward on a copy of the model's state, to size a schedule to a budget.
+
+    ``dtype`` is the autocast a trainer will use: a bf16 trainer sized by fp32 steps would
+    finish its schedule in half the budget.
+    """
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     started = time.perf_counter()
     for _ in range(2):
-        model(input_ids=batch, labels=batch, use_cache=False).loss.backward()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
     model.zero_grad(set_to_none=True)
     model.load_state_dict(state)
     return (time.perf_counter() - started) / 2

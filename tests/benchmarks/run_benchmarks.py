@@ -45,7 +45,7 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
 
     from tests.benchmarks.gpt2_recipes import concatenated_blocks, evaluator, run_recipe
     from training.gpt2 import GPT2Settings
-    from training.gpt2_train import EvalReport, fit
+    from training.gpt2_train import EvalReport, fit, resolve_device_and_dtype
     from training.packing import encode_tweets, pack, train_tokenizer
 
     n_layer, n_head, n_embd, seconds = GPT2_SIZES[size]
@@ -83,7 +83,8 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
 
     blocks = pack(encode_tweets(tok, train), settings.block_size, eos)
     probe_batch = torch.from_numpy(blocks.input_ids[: settings.batch_size])
-    steps = max(20, int(seconds / _seconds_per_step(fresh(), probe_batch)))
+    dtype = resolve_device_and_dtype(settings)[1]
+    steps = max(20, int(seconds / _seconds_per_step(fresh(), probe_batch, dtype)))
     settings = GPT2Settings(**(settings.to_dict() | {
         "max_steps": steps, "eval_interval": max(1, steps // 25),
         "checkpoint_interval": steps, "log_interval": max(1, steps // 25),
@@ -96,9 +97,12 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
         if report.train_seconds >= seconds:
             stop.set()
 
-    fit(train, val, settings, run_dir=work / f"ours-{size}", resume=False, stop=stop,
-        on_eval=on_eval)  # fmt: skip
+    result = fit(train, val, settings, run_dir=work / f"ours-{size}", resume=False, stop=stop,
+                 on_eval=on_eval)  # fmt: skip
     ours_curve = [(r.train_seconds, r.val_loss) for r in points]
+    # Our curve is evaluated under the trainer's autocast; the recipes' by the fp32 evaluator.
+    # The best weights again through the fp32 evaluator show what that difference is worth.
+    best_fp32 = evaluate(result.model.model.float())
     ours_tps = points[-1].tokens / max(points[-1].train_seconds, 1e-9)
     target = ht.best
     t_ht = ht.seconds_to(target)
@@ -128,6 +132,8 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
             "useful_tokens_per_s": ours_tps,
             "best_val_loss": min(v for _, v in ours_curve),
             "seconds_to_huggingtweets_best": t_ours,
+            "best_val_loss_fp32_evaluator": best_fp32,
+            "precision": str(dtype or "fp32"),
             "steps": points[-1].step,
             "curve": ours_curve,
             "settings": settings.to_dict(),
@@ -135,6 +141,15 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
         "speedup_vs_huggingtweets_to_loss": (t_ht / t_ours) if t_ht and t_ours else None,
         "useful_tokens_ratio_vs_run_clm": ours_tps / clm.tokens_per_s,
     }
+
+
+GPT2_HEADLINES = ("speedup_vs_huggingtweets_to_loss", "useful_tokens_ratio_vs_run_clm")
+
+
+def _worst(sizes: dict[str, dict[str, Any]], key: str) -> float | None:
+    """The lowest ratio; None (the anchor's loss never reached) counts as the lowest."""
+    values = [size[key] for size in sizes.values()]
+    return None if None in values else min(values)
 
 
 def bench_char_rnn(scale: float) -> dict[str, Any]:
@@ -285,12 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "gpt2"):
             sizes = {s: bench_gpt2(s, args.scale, Path(tmp)) for s in args.sizes.split(",")}
-            headline = sizes.get("tiny") or next(iter(sizes.values()))
             results["gpt2"] = {
                 "measured_at": results["measured_at"],
-                "speedup_vs_huggingtweets_to_loss": headline["speedup_vs_huggingtweets_to_loss"],
-                "useful_tokens_ratio_vs_run_clm": headline["useful_tokens_ratio_vs_run_clm"],
-                "headline_size": "tiny" if "tiny" in sizes else next(iter(sizes)),
+                # The headline is the weaker size: a target is met only if every size meets it.
+                **{key: _worst(sizes, key) for key in GPT2_HEADLINES},
+                "headline_is": "the lowest ratio over the sizes measured",
                 "sizes": sizes,
             }
         if args.only in (None, "char_rnn"):
