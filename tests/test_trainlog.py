@@ -68,10 +68,13 @@ def test_gpu_mfu_refuses_without_cuda_and_has_a_cpu_smoke_mode(tmp_path: Path) -
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and not out.exists()
     smoke = [sys.executable, str(script), "--out", str(out), "--device", "cpu", "--steps", "2"]
     proc = subprocess.run(
-        [*smoke, "--size", "tiny", "--batch-size", "4"],
+        [*smoke, "--size", "tiny", "--batch-size", "4", "--profile", "2", "--top", "5"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["steps"] == 2 and result["tokens_per_s"] > 0 and 0 < result["mfu"] < 1
     assert result["flops_per_token"] > 6 * result["params_without_wpe"]
+    ops = result["top_ops"]
+    assert len(ops) == 5 and all(op["ms_per_step"] > 0 for op in ops)
+    assert 0 < sum(op["share"] for op in ops) <= 1 and ops[0]["share"] >= ops[-1]["share"]

@@ -10,6 +10,10 @@ token = 6·N + 12·L·H·Q·T (N parameters without position embeddings; the att
 the PaLM paper and nanoGPT, for the full block length T). The default peak, 989 TFLOP/s, is
 the H100/H200 SXM dense bf16 figure; pass another chip's with ``--peak-flops``.
 
+``--profile N`` then runs N more steps under ``torch.profiler`` and adds the operators that
+took the most device time (``top_ops``) to the result, so one short GPU session shows where a
+step's time goes (the attention, the 50,257-way softmax, the optimizer) before anyone tunes.
+
 Exits 2 with a clear message when CUDA is requested but absent. ``--device cpu --steps 2
 --size tiny`` is a smoke mode for machines without a GPU (the MFU it prints is meaningless).
 """
@@ -21,6 +25,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 SIZES = {
@@ -42,6 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tweet-tokens", type=int, default=40, help="0: no packing (plain causal)")
     p.add_argument("--peak-flops", type=float, default=989e12)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more steps")
+    p.add_argument("--top", type=int, default=20, help="operators to report with --profile")
     return p.parse_args(argv)
 
 
@@ -134,10 +141,41 @@ def main(argv: list[str] | None = None) -> int:
         "final_loss": float(loss),
         "torch": torch.__version__,
     }
+    if args.profile:
+        result["top_ops"] = profile_steps(
+            lambda: train_step(step_model, optimizer, scaler, batch, dtype, 1.0),
+            args.profile, on_gpu, args.top,
+        )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=2))
     return 0
+
+
+def profile_steps(step: Callable[[], object], steps: int, on_gpu: bool, top: int) -> list[dict]:
+    """The operators with the most self time over ``steps`` steps (device time on a GPU)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0]
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [
+        {
+            "op": e.key,
+            "calls_per_step": e.count / steps,
+            "ms_per_step": getattr(e, attr) / 1e3 / steps,
+            "share": getattr(e, attr) / total,
+        }
+        for e in events[:top]
+    ]
 
 
 if __name__ == "__main__":
