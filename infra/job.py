@@ -74,6 +74,13 @@ class Job(JobSpec):
     cost_estimate: float = 0.0
     # What earlier attempts cost (their instances are gone); the running one adds to it.
     cost_prior_attempts: float = 0.0
+    # Launches EC2 could not serve now (no spot capacity), in a row; reset by a launch.
+    launch_failures: int = 0
+    # When the current wait for capacity began, and when the next launch is due.
+    launch_waiting_since: float | None = None
+    launch_retry_at: float | None = None
+    # Seconds spent waiting for capacity after the first launch; not counted as run time.
+    launch_waited_s: float = 0.0
     outcome: str = ""
     version: str = ""
     log_tail: list[str] = field(default_factory=list)

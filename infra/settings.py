@@ -39,6 +39,22 @@ class _Backoff(BaseModel):
         return min(self.max_seconds, self.first_seconds * 2 ** min(max(failures - 1, 0), 62))
 
 
+class LaunchRetry(_Backoff):
+    """A launch EC2 cannot serve now (no spot capacity, throttled): the job waits and retries."""
+
+    first_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Wait after the first launch that found no spot capacity."
+    )
+    max_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=900.0, validate_default=True, description="The waits double up to this."
+    )
+    # Spot capacity for a GPU type usually returns within hours, and a retrain is seldom urgent.
+    give_up_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=12 * 3600.0,
+        description="Fail the job when no instance could be had for this long; 0: at once.",
+    )
+
+
 class DownloadRetry(_Backoff):
     """A published version's download that S3 throttled, failed (5xx) or cut off."""
 
@@ -88,6 +104,10 @@ class AwsSettings(BaseModel):
     poll_seconds: Annotated[float, Field(gt=0)] = 15.0
     notice_poll_seconds: Annotated[int, Field(ge=1, le=60)] = 5
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
+    launch_retry: LaunchRetry = Field(
+        default_factory=LaunchRetry,
+        description="How a job waits for spot capacity before it fails.",
+    )
     download_retry: DownloadRetry = Field(
         default_factory=DownloadRetry,
         description="How the daemon retries S3 errors while it downloads a published version.",

@@ -49,6 +49,7 @@ class AwsBackend:
         self.volume = DataVolume(self.cloud)
         self.max_run_seconds: float | None = settings.max_run_seconds
         self.poll_seconds = settings.poll_seconds
+        self.launch_retry = settings.launch_retry
 
     @property
     def template_name(self) -> str:
