@@ -308,7 +308,12 @@ class Launcher:
         limit = self.backend.max_run_seconds
         while True:
             outcome = run.poll()
-            self.queue.update(job, cost_estimate=job.cost_prior_attempts + run.cost())
+            cost = run.cost()
+            if cost is not None:
+                self.queue.update(job, cost_estimate=job.cost_prior_attempts + cost)
+            elif not job.cost_unknown:
+                log.warning("launcher.cost_unknown", instance_id=run.instance_id)
+                self.queue.update(job, cost_unknown=True)
             if outcome is not None:
                 return outcome
             # Time spent waiting for capacity ran no machine: it is not run time.
@@ -359,7 +364,7 @@ class Launcher:
                 version=outcome.version,
                 attempts=job.attempt,
                 duration_s=round(duration or 0, 1),
-                cost_usd=round(job.cost_estimate, 4),
+                cost_usd=None if job.cost_usd is None else round(job.cost_usd, 4),
             )
         else:
             log.error("launcher.job_failed", reason=outcome.detail, attempts=job.attempt, tail=tail)

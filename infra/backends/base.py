@@ -58,8 +58,8 @@ class Run(Protocol):
     def poll(self) -> Outcome | None:
         """The outcome once there is one; None while it is still running."""
 
-    def cost(self) -> float:
-        """Estimated cost of this attempt so far, in USD."""
+    def cost(self) -> float | None:
+        """Estimated cost of this attempt so far, in USD; None when no price is known."""
 
     def log_tail(self, lines: int = 20) -> list[str]:
         """The last lines of the trainer's log, as far as they are known here."""

@@ -311,3 +311,22 @@ def test_a_launcher_stopped_while_its_job_waits_hands_the_wait_on(
     assert running.consumer == second.consumer
     launched_at = float(queue.redis.lrange(queue.keys.job_history(job.id), -2, -2)[0].split()[1])
     assert launched_at >= waiting.launch_retry_at, "the next launcher kept the wait"
+
+
+def test_with_no_spot_price_and_no_max_price_the_cost_is_unknown_not_zero(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_spot_prices()  # DescribeSpotPriceHistory has nothing for the type
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, max_price=None))
+    running = running_on(queue, job.id, cloud)
+    running = wait_job(queue, job.id, lambda j: j.cost_unknown, "had its cost marked unknown")
+    assert running.spot_price is None and running.cost_usd is None
+    assert aws_faults.hits["no_spot_prices"] >= 1
+
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE
+    assert done.cost_unknown and done.cost_usd is None, "an unknown price is not $0"
