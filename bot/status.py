@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
 from bot.replies import MENTIONS_CURSOR
 from bot.state import BotState
+
+if TYPE_CHECKING:
+    from infra.job import Job
 
 
 def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
@@ -70,11 +73,24 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
                 "attempt": job.attempt,
                 "instance": job.instance_id or None,
                 "duration_s": job.duration,
-                "cost_estimate": job.cost_estimate,
+                "cost_estimate": job.cost_usd,  # None: unknown (no price), which is not $0
                 "outcome": job.outcome or None,
+                "waiting_to_launch": _waiting_to_launch(job, now),
             }
             for job in recent_jobs
         ],
+    }
+
+
+def _waiting_to_launch(job: Job, now: float) -> dict[str, Any] | None:
+    """A queued job waiting for spot capacity: since when, how many tries, the next one."""
+    if job.state.terminal or job.launch_retry_at is None:
+        return None
+    return {
+        "since_s": _age(job.launch_waiting_since, now),
+        "failed_launches": job.launch_failures,
+        "next_try_in_s": round(max(0.0, job.launch_retry_at - now), 1),
+        "reason": job.outcome.removeprefix("waiting to launch: ") or None,
     }
 
 
@@ -228,8 +244,19 @@ def _training(jobs: list[dict[str, Any]]) -> str:
     lines = []
     for job in jobs:
         where = f" on {job['instance']}" if job["instance"] else ""
-        lines.append(
+        cost = job["cost_estimate"]
+        line = (
             f"{job['id']} {job['state']} ({job['trigger']}){where}, "
-            f"{_duration(job['duration_s']) or '—'}, ${job['cost_estimate']:.4f}"
+            f"{_duration(job['duration_s']) or '—'}, "
+            + ("cost unknown" if cost is None else f"${cost:.4f}")
         )
+        waiting = job.get("waiting_to_launch")
+        if waiting:
+            why = (waiting["reason"] or "").split(":", 1)[0] or "launch failed"
+            line += (
+                f"; waiting to launch for {_duration(waiting['since_s']) or '—'} "
+                f"({waiting['failed_launches']} launches failed: {why}), "
+                f"next try in {_duration(waiting['next_try_in_s'])}"
+            )
+        lines.append(line)
     return "\n".join(lines)

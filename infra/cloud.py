@@ -13,6 +13,8 @@ import functools
 from typing import Any
 
 import boto3
+from boto3.exceptions import RetriesExceededError
+from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
 from infra.settings import AwsSettings
@@ -32,6 +34,28 @@ ROLE_TRAINER = "trainer"
 # Instances in these states cost nothing more and hold no volume.
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 LIVE_STATES = ("pending", "running")
+
+# Error codes that say "not now" rather than "never": throttling, and the service's own faults.
+TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "EC2ThrottledException",
+        "BandwidthLimitExceeded",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+    }
+)
 
 
 class Cloud:
@@ -111,6 +135,31 @@ class Cloud:
             if tag_value(fleet, TAG_ACCOUNT) == self.account
             and not fleet["FleetState"].startswith("deleted")
         ]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for an AWS error that the same call may well not meet again in a while.
+
+    botocore has already retried these a few times when they reach us; what is left is an
+    outage longer than its retries (throttling, 5xx, a connection that drops, a body cut off
+    in transit). Refusals (access denied, no such key or bucket, bad parameters) and missing
+    credentials are not transient: retrying them only delays the real message.
+    """
+    if isinstance(exc, RetriesExceededError):  # s3transfer gave up on a download's stream
+        return True
+    if isinstance(exc, boto_errors.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error.get("Code") in TRANSIENT_CODES or int(status) >= 500
+    return isinstance(
+        exc,
+        (
+            boto_errors.ConnectionError,  # no answer: refused, timed out, dropped
+            boto_errors.HTTPClientError,
+            boto_errors.IncompleteReadError,  # a body shorter than its Content-Length
+            boto_errors.FlexibleChecksumError,  # a body damaged in transit
+        ),
+    )
 
 
 def tag_value(resource: dict[str, Any], key: str) -> str | None:

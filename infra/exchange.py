@@ -14,7 +14,10 @@ The launcher moves `checkpoints/<model>/LATEST` once a job's version is complete
 present, every listed file present). The daemon's checkpoint poll (`pull`) downloads what it
 names into a staging folder under `data_dir/checkpoints/<model>`, verifies every sha256 with
 `training.publish.verify_version`, renames it into place and moves the local `LATEST`; the
-hot-loader then picks it up like a locally trained version.
+hot-loader then picks it up like a locally trained version. S3 trouble on the way (throttling,
+5xx, a dropped connection) is retried with backoff (`download_retry`); what still fails leaves
+nothing behind and is tried again on the next poll. Only files that do not match their sha256
+make a version refused.
 """
 
 from __future__ import annotations
@@ -29,15 +32,25 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from infra.cloud import Cloud
+from infra.cloud import Cloud, is_transient
 from infra.settings import AwsSettings
 
 log = structlog.get_logger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+# What S3 and boto3 raise; none of it says anything about the version itself.
+S3_ERRORS = (BotoCoreError, ClientError, Boto3Error)
 
 
 @dataclass
@@ -114,16 +127,20 @@ class S3Exchange:
 
         A version whose manifest is missing is not complete: it is left for a later poll. One
         whose files do not match their sha256 is refused (reported in `refused`, and the
-        daemon records it as bad so it is never downloaded again).
+        daemon records it as bad so it is never downloaded again). An S3 error is neither:
+        transient ones are retried here, and whatever still fails is logged and left for the
+        next poll, with nothing downloaded kept and nothing refused.
         """
         from training.publish import CheckpointError, new_staging_dir, set_latest, verify_version
 
         result = PullResult()
         try:
-            pointer = self._get_or_none(f"{self.root}/checkpoints/{model_dir.name}/{LATEST}")
-        except (BotoCoreError, ClientError) as exc:
+            pointer = self._retrying(
+                self._get_or_none, f"{self.root}/checkpoints/{model_dir.name}/{LATEST}"
+            )
+        except S3_ERRORS as exc:
             # S3 out of reach must not stop the daemon's other checkpoint work; retry next poll.
-            log.warning("exchange.unavailable", error=str(exc))
+            log.warning("exchange.unavailable", error=_describe(exc))
             return result
         if not pointer:
             return result
@@ -131,31 +148,60 @@ class S3Exchange:
         version = prefix.rsplit("/", 1)[-1]
         if version in skip or (model_dir / version).is_dir():
             return result
-        keys = self._list(prefix + "/")
-        if f"{prefix}/{MANIFEST}" not in keys:
-            log.info("exchange.version_incomplete", version=version, reason="no manifest")
-            return result
-        staging = new_staging_dir(model_dir)
+        staging: Path | None = None
         try:
+            keys = self._retrying(self._list, prefix + "/")
+            if f"{prefix}/{MANIFEST}" not in keys:
+                log.info("exchange.version_incomplete", version=version, reason="no manifest")
+                return result
+            staging = new_staging_dir(model_dir)
             folder = staging / version
             for key in keys:
                 target = folder / key.removeprefix(prefix + "/")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(self.bucket, key, str(target))
+                self._retrying(self.s3.download_file, self.bucket, key, str(target))
             verify_version(folder, expected_kind=model_dir.name)
             os.rename(folder, model_dir / version)
+        except S3_ERRORS as exc:
+            # Transient or not (a policy denying reads), this is no verdict on the version.
+            level = log.warning if is_transient(exc) else log.error
+            level(
+                "exchange.download_failed",
+                version=version,
+                error=_describe(exc),
+                transient=is_transient(exc),
+                next_try="next checkpoint poll",
+            )
+            return result
         except CheckpointError as exc:
             result.refused[version] = str(exc)
             log.error("exchange.version_refused", version=version, reason=str(exc))
             return result
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         set_latest(model_dir, version)
         result.installed = version
         log.info("exchange.version_pulled", version=version, files=len(keys))
         return result
 
     # --- S3 helpers -----------------------------------------------------------------
+    def _retrying(self, call: Any, *args: Any) -> Any:
+        """`call(*args)`, again after a growing wait while S3 fails transiently.
+
+        botocore retries each request a few times already; this covers outages longer than
+        that, and a download whose body keeps being cut off (s3transfer's own retries spent).
+        """
+        policy = self.settings.download_retry
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential(multiplier=policy.first_seconds, max=policy.max_seconds),
+            stop=stop_after_attempt(policy.attempts),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        return retrying(call, *args)
+
     def _list(self, prefix: str) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
@@ -173,6 +219,24 @@ class S3Exchange:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "exchange.s3_retry",
+        call=getattr(state.fn, "__name__", str(state.fn)),
+        args=[str(arg) for arg in state.args],
+        attempt=state.attempt_number,
+        wait_s=round(state.upcoming_sleep, 2),
+        error=_describe(exc) if exc else None,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """The error, with the cause s3transfer wraps in its RetriesExceededError."""
+    last = getattr(exc, "last_exception", None)
+    return f"{exc}: {last}" if last is not None else str(exc)
 
 
 def training_code_archive() -> bytes:

@@ -17,12 +17,27 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from infra.backends.base import LaunchError
-from infra.cloud import ROLE_TRAINER, TAG_JOB, Cloud
+from infra.backends.base import LaunchError, TransientLaunchError
+from infra.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, is_transient
 
 log = structlog.get_logger(__name__)
 
 WAIT = {"Delay": 5, "MaxAttempts": 120}
+
+# CreateFleet errors that mean "no instance at this price here, now": capacity comes back and
+# prices move, so the launch is tried again later. Any other error (an unsupported type, a
+# bad parameter, a spot quota of zero) would meet the same refusal every time.
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "InsufficientHostCapacity",
+        "UnfulfillableCapacity",
+        "SpotMaxPriceTooLow",
+        "capacity-not-available",
+        "price-too-low",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +122,18 @@ class Fleets:
             raise LaunchError("no subnet to launch in (check training.aws.subnet_ids and zones)")
         groups = [[prefer_zone]] if prefer_zone in zones else []
         groups.append([zone for zone in zones if zone != prefer_zone])
-        errors: list[str] = []
+        errors: list[tuple[str, str]] = []
         for group in groups:
             if not group:
                 continue
             launched = self._try(template_id, job_id, group, zones, errors)
             if launched is not None:
                 return launched
-        raise LaunchError("no spot capacity: " + ("; ".join(errors) or "no instance returned"))
+        detail = "; ".join(sorted({f"{code}: {message}" for code, message in errors}))
+        codes = {code for code, _message in errors}
+        if not codes or codes & (CAPACITY_CODES | TRANSIENT_CODES):
+            raise TransientLaunchError(f"no spot capacity: {detail or 'no instance returned'}")
+        raise LaunchError(f"spot launch refused: {detail}")
 
     def _try(
         self,
@@ -122,7 +141,7 @@ class Fleets:
         job_id: str,
         group: list[str],
         zones: dict[str, list[str]],
-        errors: list[str],
+        errors: list[tuple[str, str]],
     ) -> Launched | None:
         settings = self.settings
         overrides = [
@@ -138,7 +157,44 @@ class Fleets:
         }
         if settings.max_price:
             spot_options["MaxTotalPrice"] = f"{settings.max_price}"
-        reply = self.ec2.create_fleet(
+        try:
+            reply = self._create_fleet(template_id, job_id, overrides, spot_options)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if not is_transient(exc):
+                raise LaunchError(
+                    f"spot launch refused: {error.get('Code')}: {error.get('Message')}"
+                ) from exc
+            errors.append((str(error.get("Code")), str(error.get("Message"))))
+            log.warning("fleet.no_capacity", zones=group, errors=errors)
+            return None
+        fleet_id = reply["FleetId"]
+        for error in reply.get("Errors", []):
+            errors.append((str(error.get("ErrorCode")), str(error.get("ErrorMessage"))))
+        instances = [i for i in reply.get("Instances", []) if i.get("InstanceIds")]
+        if not instances:
+            self.delete(fleet_id)
+            log.warning("fleet.no_capacity", zones=group, errors=errors)
+            return None
+        instance_id = instances[0]["InstanceIds"][0]
+        described = self.describe(instance_id)
+        launched = Launched(
+            fleet_id=fleet_id,
+            instance_id=instance_id,
+            instance_type=described["InstanceType"],
+            availability_zone=described["Placement"]["AvailabilityZone"],
+        )
+        log.info("fleet.launched", **launched.__dict__)
+        return launched
+
+    def _create_fleet(
+        self,
+        template_id: str,
+        job_id: str,
+        overrides: list[dict[str, Any]],
+        spot_options: dict[str, Any],
+    ) -> dict[str, Any]:
+        return self.ec2.create_fleet(
             Type="instant",
             TargetCapacitySpecification={
                 "TotalTargetCapacity": 1,
@@ -159,24 +215,6 @@ class Fleets:
                 self.cloud.tag_spec("instance", ROLE_TRAINER, **{TAG_JOB: job_id}),
             ],
         )
-        fleet_id = reply["FleetId"]
-        for error in reply.get("Errors", []):
-            errors.append(f"{error.get('ErrorCode')}: {error.get('ErrorMessage')}")
-        instances = [i for i in reply.get("Instances", []) if i.get("InstanceIds")]
-        if not instances:
-            self.delete(fleet_id)
-            log.warning("fleet.no_capacity", zones=group, errors=errors)
-            return None
-        instance_id = instances[0]["InstanceIds"][0]
-        described = self.describe(instance_id)
-        launched = Launched(
-            fleet_id=fleet_id,
-            instance_id=instance_id,
-            instance_type=described["InstanceType"],
-            availability_zone=described["Placement"]["AvailabilityZone"],
-        )
-        log.info("fleet.launched", **launched.__dict__)
-        return launched
 
     def describe(self, instance_id: str) -> dict[str, Any]:
         reply = self.ec2.describe_instances(InstanceIds=[instance_id])

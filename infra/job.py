@@ -74,6 +74,16 @@ class Job(JobSpec):
     cost_estimate: float = 0.0
     # What earlier attempts cost (their instances are gone); the running one adds to it.
     cost_prior_attempts: float = 0.0
+    # An attempt ran at a price nobody knew (no spot price, no max_price): cost_estimate then
+    # covers only the priced attempts and is no total; `cost_usd` says unknown.
+    cost_unknown: bool = False
+    # Launches EC2 could not serve now (no spot capacity), in a row; reset by a launch.
+    launch_failures: int = 0
+    # When the current wait for capacity began, and when the next launch is due.
+    launch_waiting_since: float | None = None
+    launch_retry_at: float | None = None
+    # Seconds spent waiting for capacity after the first launch; not counted as run time.
+    launch_waited_s: float = 0.0
     outcome: str = ""
     version: str = ""
     log_tail: list[str] = field(default_factory=list)
@@ -87,6 +97,11 @@ class Job(JobSpec):
     def spec(self) -> JobSpec:
         names = [f.name for f in dataclasses.fields(JobSpec)]
         return JobSpec(**{name: getattr(self, name) for name in names})
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The estimated cost in USD, or None when part of it is unknown (not $0)."""
+        return None if self.cost_unknown else self.cost_estimate
 
     @property
     def duration(self) -> float | None:

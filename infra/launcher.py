@@ -7,7 +7,10 @@ hands a dead launcher's job to a live one, which adopts the attempt where it sto
 
 A job's life: queued → launching → running → done | failed; an interrupted attempt (a spot
 reclaim, a launcher stopping a local trainer) goes back to queued and runs again, resuming
-from its last checkpoint, until `max_attempts` is spent.
+from its last checkpoint, until `max_attempts` is spent. A launch that cannot be served now
+(no spot capacity) goes back to queued too, without spending an attempt: the launcher tries
+again after a delay that doubles each time (the backend's `launch_retry`), and fails the job
+only once it has waited `give_up_seconds`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from typing import Any
 import redis
 import structlog
 
-from infra.backends.base import Backend, LaunchError, Outcome, OutcomeKind, Run
+from infra.backends.base import (
+    Backend,
+    LaunchError,
+    Outcome,
+    OutcomeKind,
+    Run,
+    TransientLaunchError,
+)
 from infra.job import Job, JobState
 from infra.keys import LAUNCHER_GROUP
 from infra.retrain_queue import Delivery, RetrainQueue
@@ -127,11 +137,15 @@ class Launcher:
                 return
             run = self._adopt(job)
             if run is None:
+                if self._wait_for_launch(job):
+                    continue  # the wait ended (or a stop cut it short): look again
                 if job.attempt >= self.max_attempts:
                     self._finish(job, entry_id, _failed(f"gave up after {job.attempt} attempts"))
                     return
                 run = self._launch(job, entry_id)
                 if run is None:
+                    if job.state is JobState.QUEUED:
+                        continue  # no capacity now: the next try is due at launch_retry_at
                     return
             outcome = self._follow(job, entry_id, run)
             if outcome is None:
@@ -156,8 +170,23 @@ class Launcher:
             log.info("launcher.job_adopted", instance_id=run.instance_id, attempt=job.attempt)
         return run
 
+    def _wait_for_launch(self, job: Job) -> bool:
+        """Wait (while the heartbeat keeps the entry) until the job's next launch is due.
+
+        False when it is due now; True after a wait, which a stop cuts short.
+        """
+        delay = (job.launch_retry_at or 0.0) - time.time()
+        if delay <= 0:
+            return False
+        log.info(
+            "launcher.launch_waiting", retry_in_s=round(delay, 1), failures=job.launch_failures
+        )
+        self.stop_event.wait(delay)
+        return True
+
     def _launch(self, job: Job, entry_id: str) -> Run | None:
         now = time.time()
+        attempt_before = job.attempt
         self.queue.set_state(
             job,
             JobState.LAUNCHING,
@@ -171,6 +200,9 @@ class Launcher:
         )
         try:
             run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+        except TransientLaunchError as exc:
+            self._launch_later(job, entry_id, exc, attempt_before)
+            return None
         except LaunchError as exc:
             self._finish(job, entry_id, _failed(str(exc)))
             return None
@@ -182,8 +214,57 @@ class Launcher:
             log.exception("launcher.launch_failed")
             self._finish(job, entry_id, _failed(f"launch failed: {type(exc).__name__}: {exc}"))
             return None
-        self.queue.set_state(job, JobState.RUNNING, instance_id=run.instance_id)
+        fields: dict[str, Any] = {"instance_id": run.instance_id}
+        if job.launch_waiting_since is not None:  # the wait for capacity is over
+            waited = time.time() - job.launch_waiting_since
+            fields.update(
+                launch_failures=0,
+                launch_waiting_since=None,
+                launch_retry_at=None,
+                launch_waited_s=job.launch_waited_s + waited,
+            )
+        self.queue.set_state(job, JobState.RUNNING, **fields)
         return run
+
+    def _launch_later(
+        self, job: Job, entry_id: str, exc: TransientLaunchError, attempt_before: int
+    ) -> None:
+        """Back to queued to try again after a growing delay, or failed past the give-up window.
+
+        The attempt is not counted (no machine ran), so a long wait does not use up
+        `max_attempts`; the wait is recorded on the job for `parrotbot status`.
+        """
+        policy = self.backend.launch_retry
+        now = time.time()
+        since = job.launch_waiting_since or now
+        failures = job.launch_failures + 1
+        give_up_at = since + policy.give_up_seconds
+        if now >= give_up_at:
+            reason = (
+                f"{exc}; gave up waiting for capacity after {now - since:.0f} s "
+                f"({failures} launch{'es' if failures != 1 else ''})"
+            )
+            self._finish(
+                job, entry_id, _failed(reason), launch_failures=failures, launch_retry_at=None
+            )
+            return
+        retry_at = min(now + policy.delay(failures), give_up_at)
+        self.queue.set_state(
+            job,
+            JobState.QUEUED,
+            attempt=attempt_before,
+            outcome=f"waiting to launch: {exc}",
+            launch_failures=failures,
+            launch_waiting_since=since,
+            launch_retry_at=retry_at,
+        )
+        log.warning(
+            "launcher.launch_deferred",
+            reason=str(exc),
+            failures=failures,
+            retry_in_s=round(retry_at - now, 2),
+            gives_up_in_s=round(give_up_at - now, 1),
+        )
 
     @contextlib.contextmanager
     def _keep_claimed(self, entry_id: str) -> Iterator[None]:
@@ -227,10 +308,16 @@ class Launcher:
         limit = self.backend.max_run_seconds
         while True:
             outcome = run.poll()
-            self.queue.update(job, cost_estimate=job.cost_prior_attempts + run.cost())
+            cost = run.cost()
+            if cost is not None:
+                self.queue.update(job, cost_estimate=job.cost_prior_attempts + cost)
+            elif not job.cost_unknown:
+                log.warning("launcher.cost_unknown", instance_id=run.instance_id)
+                self.queue.update(job, cost_unknown=True)
             if outcome is not None:
                 return outcome
-            if limit is not None and job.started_at and time.time() - job.started_at > limit:
+            # Time spent waiting for capacity ran no machine: it is not run time.
+            if limit is not None and job.started_at and _run_time(job) > limit:
                 reason = f"max run time of {limit:.0f} s exceeded"
                 log.error("launcher.job_timed_out", limit_seconds=limit)
                 run.terminate(reason)
@@ -261,10 +348,12 @@ class Launcher:
         self._release(entry_id)
         return None
 
-    def _finish(self, job: Job, entry_id: str, outcome: Outcome, run: Run | None = None) -> None:
+    def _finish(
+        self, job: Job, entry_id: str, outcome: Outcome, run: Run | None = None, **extra: Any
+    ) -> None:
         state = JobState.DONE if outcome.kind is OutcomeKind.DONE else JobState.FAILED
         tail = outcome.log_tail or (run.log_tail() if run is not None else [])
-        fields: dict[str, Any] = {"outcome": outcome.detail, "log_tail": tail}
+        fields: dict[str, Any] = {"outcome": outcome.detail, "log_tail": tail, **extra}
         if outcome.version:
             fields["version"] = outcome.version
         self.queue.finish(job, entry_id, state, **fields)
@@ -275,7 +364,7 @@ class Launcher:
                 version=outcome.version,
                 attempts=job.attempt,
                 duration_s=round(duration or 0, 1),
-                cost_usd=round(job.cost_estimate, 4),
+                cost_usd=None if job.cost_usd is None else round(job.cost_usd, 4),
             )
         else:
             log.error("launcher.job_failed", reason=outcome.detail, attempts=job.attempt, tail=tail)
@@ -286,6 +375,11 @@ class Launcher:
         for consumer in client.xinfo_consumers(stream, LAUNCHER_GROUP):
             if consumer["pending"] == 0 and consumer["idle"] > STALE_CONSUMER_MS:
                 client.xgroup_delconsumer(stream, LAUNCHER_GROUP, consumer["name"])
+
+
+def _run_time(job: Job) -> float:
+    """Seconds the job has run since its first launch, less its waits for capacity."""
+    return time.time() - (job.started_at or time.time()) - job.launch_waited_s
 
 
 def _failed(detail: str, tail: list[str] | None = None) -> Outcome:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # S3's bucket naming rules, the part that a typo usually breaks.
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -16,6 +16,54 @@ DEFAULT_BOOTSTRAP = (
     # The Deep Learning AMIs ship Python with TensorFlow and PyTorch; the trainer needs little more.
     "python3 -m pip install --quiet 'structlog>=24.1' 'numpy>=1.26'",
 )
+
+
+class _Backoff(BaseModel):
+    """Waits that double after each failure, from `first_seconds` up to `max_seconds`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_seconds: Annotated[float, Field(gt=0)]
+    max_seconds: Annotated[float, Field(gt=0)]
+
+    @field_validator("max_seconds")
+    @classmethod
+    def _not_below_first(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("first_seconds")
+        if first is not None and value < first:
+            raise ValueError(f"{value:g} is below first_seconds ({first:g}): the waits only grow")
+        return value
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th failure in a row (1: `first_seconds`)."""
+        return min(self.max_seconds, self.first_seconds * 2 ** min(max(failures - 1, 0), 62))
+
+
+class LaunchRetry(_Backoff):
+    """A launch EC2 cannot serve now (no spot capacity, throttled): the job waits and retries."""
+
+    first_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=60.0, description="Wait after the first launch that found no spot capacity."
+    )
+    max_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=900.0, validate_default=True, description="The waits double up to this."
+    )
+    # Spot capacity for a GPU type usually returns within hours, and a retrain is seldom urgent.
+    give_up_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=12 * 3600.0,
+        description="Fail the job when no instance could be had for this long; 0: at once.",
+    )
+
+
+class DownloadRetry(_Backoff):
+    """A published version's download that S3 throttled, failed (5xx) or cut off."""
+
+    first_seconds: Annotated[float, Field(gt=0)] = 1.0
+    max_seconds: Annotated[float, Field(gt=0)] = Field(default=10.0, validate_default=True)
+    attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=4,
+        description="Tries per file in one checkpoint poll; then the next poll tries again.",
+    )
 
 
 class AwsSettings(BaseModel):
@@ -56,6 +104,14 @@ class AwsSettings(BaseModel):
     poll_seconds: Annotated[float, Field(gt=0)] = 15.0
     notice_poll_seconds: Annotated[int, Field(ge=1, le=60)] = 5
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 300.0
+    launch_retry: LaunchRetry = Field(
+        default_factory=LaunchRetry,
+        description="How a job waits for spot capacity before it fails.",
+    )
+    download_retry: DownloadRetry = Field(
+        default_factory=DownloadRetry,
+        description="How the daemon retries S3 errors while it downloads a published version.",
+    )
 
     @field_validator("instance_types")
     @classmethod

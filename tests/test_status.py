@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import redis
 import yaml
 from typer.testing import CliRunner
 
@@ -19,6 +21,9 @@ from bot.pool import TweetPool
 from bot.posting import refill_pool
 from bot.scrape import scrape_target
 from bot.state import BotState, PostedTweet, connect
+from infra.job import JobState
+from infra.retrain_queue import RetrainQueue
+from tests.retrain_helpers import job_spec
 
 runner = CliRunner()
 
@@ -80,3 +85,42 @@ def test_status_of_an_account_that_never_ran(write_config) -> None:
     report = json.loads(runner.invoke(app, ["status", "--json", "-c", str(path)]).stdout)
     assert report["model"]["version"] is None and report["training"] == []
     assert yaml.safe_load(path.read_text())["account"] == report["account"]
+
+
+def test_status_shows_a_job_waiting_for_capacity_and_a_cost_nobody_knows(
+    write_config, redis_client: redis.Redis, account: str
+) -> None:
+    path = write_config()
+    queue = RetrainQueue(redis_client, account)
+    now = time.time()
+    # The records the launcher writes (tests/infra/test_aws_backend.py makes them for real).
+    waiting = queue.request(job_spec(account, ["/v/datasets/a.jsonl"])).job
+    queue.set_state(
+        waiting, JobState.QUEUED, started_at=now - 600, launch_failures=3,
+        launch_waiting_since=now - 600, launch_retry_at=now + 120,
+        outcome="waiting to launch: no spot capacity: InsufficientInstanceCapacity: none left",
+    )  # fmt: skip
+    unpriced = queue.request(job_spec(account, ["/v/datasets/a.jsonl"], model_kind="gpt2")).job
+    queue.set_state(
+        unpriced, JobState.RUNNING, attempt=1, instance_id="i-0123456789abcdef0",
+        started_at=now - 60, spot_price=None, cost_unknown=True,
+    )  # fmt: skip
+
+    report = json.loads(runner.invoke(app, ["status", "--json", "-c", str(path)]).stdout)
+    jobs = {job["id"]: job for job in report["training"]}
+    wait = jobs[waiting.id]["waiting_to_launch"]
+    assert wait["failed_launches"] == 3 and 590 <= wait["since_s"] <= 700
+    assert 0 < wait["next_try_in_s"] <= 120
+    assert wait["reason"].startswith("no spot capacity: InsufficientInstanceCapacity")
+    assert jobs[waiting.id]["cost_estimate"] == 0
+    assert jobs[unpriced.id]["cost_estimate"] is None, "unknown, not $0"
+    assert jobs[unpriced.id]["waiting_to_launch"] is None
+
+    text = runner.invoke(app, ["status", "-c", str(path)])
+    assert text.exit_code == 0, text.output
+    shown = " ".join(text.stdout.split())  # rich may wrap a long line
+    assert "waiting to launch for 0h 10m" in shown
+    assert "(3 launches failed: no spot capacity)" in shown
+    assert "next try in 0h 1m" in shown or "next try in 0h 2m" in shown
+    assert "i-0123456789abcdef0, 0h 1m" in shown and "cost unknown" in shown
+    assert "$0.0000" in shown  # the waiting job ran no machine: it cost nothing

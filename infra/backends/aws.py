@@ -49,6 +49,7 @@ class AwsBackend:
         self.volume = DataVolume(self.cloud)
         self.max_run_seconds: float | None = settings.max_run_seconds
         self.poll_seconds = settings.poll_seconds
+        self.launch_retry = settings.launch_retry
 
     @property
     def template_name(self) -> str:
@@ -98,12 +99,21 @@ class AwsBackend:
             self.fleets.delete_job_template(job.id)
             raise
         price = self.fleets.spot_price(launched.instance_type, launched.availability_zone)
+        if price is None:
+            price = self.settings.max_price  # what it costs at most
+        if price is None:
+            log.warning(
+                "aws.spot_price_unknown",
+                instance_type=launched.instance_type,
+                zone=launched.availability_zone,
+                cost="unknown",
+            )
         progress(
             instance_id=launched.instance_id,
             fleet_id=launched.fleet_id,
             availability_zone=launched.availability_zone,
             instance_type=launched.instance_type,
-            spot_price=price if price is not None else self.settings.max_price,
+            spot_price=price,
         )
         run = AwsRun(self, job, launched.instance_id, launched.fleet_id)
         try:
@@ -199,9 +209,15 @@ class AwsRun:
         version = prefix.rsplit("/", 1)[-1]
         return Outcome(OutcomeKind.DONE, f"published {version}", version=version)
 
-    def cost(self) -> float:
-        """Spot price × hours the instance has run (an estimate: AWS bills per second)."""
-        price = self.job.spot_price or 0.0
+    def cost(self) -> float | None:
+        """Spot price × hours the instance has run (an estimate: AWS bills per second).
+
+        None when no price is known (no spot price history, no `max_price`): an unknown cost
+        is not $0.
+        """
+        price = self.job.spot_price
+        if price is None:
+            return None
         if self._launched_at is None:
             instance = self._instance()
             if instance is None:

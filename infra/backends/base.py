@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from infra.job import Job
+from infra.settings import LaunchRetry
 
 
 class OutcomeKind(StrEnum):
@@ -30,7 +31,18 @@ class Outcome:
 
 
 class LaunchError(Exception):
-    """The attempt could not be started (no capacity, bad settings); the message says why."""
+    """The attempt could not be started (bad settings, a refusal); the message says why.
+
+    Launching again would fail the same way, so the job fails at once with this message.
+    """
+
+
+class TransientLaunchError(LaunchError):
+    """The attempt could not be started *now* (no spot capacity, the API throttled us).
+
+    The same launch may succeed later: the launcher puts the job back to wait and tries again
+    with growing delays (the backend's `launch_retry`), failing it only after the give-up window.
+    """
 
 
 # Called by a backend as the attempt gets its machine: fields for the job record
@@ -46,8 +58,8 @@ class Run(Protocol):
     def poll(self) -> Outcome | None:
         """The outcome once there is one; None while it is still running."""
 
-    def cost(self) -> float:
-        """Estimated cost of this attempt so far, in USD."""
+    def cost(self) -> float | None:
+        """Estimated cost of this attempt so far, in USD; None when no price is known."""
 
     def log_tail(self, lines: int = 20) -> list[str]:
         """The last lines of the trainer's log, as far as they are known here."""
@@ -70,9 +82,12 @@ class Backend(Protocol):
     poll_seconds: float
     # Whether a launcher that stops may leave the attempt running for another to adopt.
     survives_launcher: bool
+    # How a job waits after a TransientLaunchError, and for how long at most.
+    launch_retry: LaunchRetry
 
     def start(self, job: Job, progress: Progress) -> Run:
-        """Launch a new attempt of `job` (raise LaunchError when it cannot)."""
+        """Launch a new attempt of `job` (raise LaunchError when it cannot, TransientLaunchError
+        when it cannot now but may later)."""
 
     def adopt(self, job: Job) -> Run | None:
         """Resume tracking an attempt a stopped or dead launcher left behind, if it lives."""

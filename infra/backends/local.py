@@ -26,6 +26,7 @@ import structlog
 
 from infra.backends.base import LaunchError, Outcome, OutcomeKind, Progress, tail_lines
 from infra.job import Job
+from infra.settings import LaunchRetry
 from infra.training_request import TrainingRequest
 
 log = structlog.get_logger(__name__)
@@ -125,6 +126,7 @@ class LocalBackend:
     max_run_seconds: float | None = None
     poll_seconds = 0.5
     survives_launcher = False
+    launch_retry = LaunchRetry()  # a local launch never waits for capacity
 
     def __init__(self, data_dir: Path, work_dir: Path | None = None) -> None:
         self.data_dir = data_dir

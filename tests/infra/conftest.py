@@ -18,6 +18,7 @@ import pytest
 
 from infra.cloud import Cloud
 from infra.settings import AwsSettings
+from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import REGION, aws_settings_data
 
 
@@ -73,6 +74,22 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     return env
+
+
+@pytest.fixture
+def aws_faults(
+    aws: dict[str, str], moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AwsFaults]:
+    """moto behind a proxy that answers as AWS does when it fails (see aws_faults.py).
+
+    Request it before anything makes a boto3 client: clients read the endpoint once.
+    """
+    faults = AwsFaults(moto_server)
+    faults.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faults.url)
+    aws["AWS_ENDPOINT_URL"] = faults.url
+    yield faults
+    faults.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,13 @@ reclaim does).
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from infra.backends.aws import AwsBackend
 from infra.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
@@ -24,6 +26,7 @@ from infra.retrain_queue import RetrainQueue
 from infra.settings import AwsSettings
 from infra.setup import setup
 from tests.conftest import SAMPLE_TIMELINE
+from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import aws_settings_data, latest_version, live_instances, publish_to_s3
 from tests.retrain_helpers import job_spec, wait_job
 
@@ -202,3 +205,128 @@ def test_a_launch_that_fails_outside_aws_capacity_fails_the_job_with_its_cause(
     assert "NoSuchBucket" in job.outcome
     assert job.attempt == 1  # not relaunched until max_attempts ran out
     assert live_instances(cloud) == []
+
+
+def settings_with(cloud: Cloud, ami_id: str, **overrides: object) -> AwsSettings:
+    """The test settings on the same bucket, with some fields changed."""
+    data = aws_settings_data(ami_id, bucket=cloud.settings.bucket, **overrides)
+    return AwsSettings.model_validate(data)
+
+
+def test_no_spot_capacity_waits_with_growing_delays_and_launches_once_it_returns(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances()  # every spot pool is empty
+    retry = {"first_seconds": 0.05, "max_seconds": 0.2, "give_up_seconds": 300}
+    job = request(queue, account, tmp_path)
+    with capture_logs() as logs:
+        start_launcher(settings_with(cloud, ami_id, launch_retry=retry))
+        waiting = wait_job(
+            queue, job.id, lambda j: j.state is JobState.QUEUED and j.launch_failures >= 4,
+            "waited for capacity",
+        )  # fmt: skip
+        assert waiting.attempt == 0, "a launch EC2 could not serve spends no attempt"
+        assert waiting.outcome.startswith("waiting to launch: no spot capacity: ")
+        assert "InsufficientInstanceCapacity" in waiting.outcome
+        assert waiting.launch_waiting_since <= waiting.updated_at < waiting.launch_retry_at
+        assert live_instances(cloud) == []
+
+        aws_faults.capacity_back()
+        running = running_on(queue, job.id, cloud)
+    delays = [e["retry_in_s"] for e in logs if e["event"] == "launcher.launch_deferred"]
+    assert delays[:4] == [0.05, 0.1, 0.2, 0.2], delays  # doubling, up to max_seconds
+    assert running.launch_failures == 0 and running.launch_retry_at is None
+    assert running.launch_waited_s > 0
+
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 1
+    history = queue.history(job.id)
+    assert history[:4] == ["queued", "launching", "queued", "launching"]
+    assert history[-3:] == ["launching", "running", "done"]
+    assert_nothing_left(cloud, done)  # no fleet or job template of the failed tries either
+
+
+def test_no_spot_capacity_for_the_whole_give_up_window_fails_the_job_with_the_cause(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances()
+    retry = {"first_seconds": 0.1, "max_seconds": 0.1, "give_up_seconds": 0.5}
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, launch_retry=retry))
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "gave up")
+    assert failed.state is JobState.FAILED
+    assert failed.outcome.startswith("no spot capacity: InsufficientInstanceCapacity")
+    assert "gave up waiting for capacity after" in failed.outcome
+    assert failed.launch_failures >= 2 and failed.launch_retry_at is None
+    assert failed.attempt == 1
+    assert live_instances(cloud) == [] and cloud.fleets() == []
+    assert Fleets(cloud).job_templates() == {}
+
+
+def test_a_spot_launch_ec2_refuses_fails_at_once_with_the_cause(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances(
+        "Unsupported", "The requested configuration is currently not supported."
+    )  # a setting no wait will fix (here: every type, in every allowed zone)
+    retry = {"first_seconds": 30, "max_seconds": 30, "give_up_seconds": 3600}
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, launch_retry=retry))
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "failed", timeout=20)
+    assert failed.state is JobState.FAILED and failed.attempt == 1
+    assert failed.outcome.startswith("spot launch refused: Unsupported: ")
+    assert failed.launch_failures == 0
+    assert queue.history(job.id) == ["queued", "launching", "failed"]
+    assert live_instances(cloud) == [] and Fleets(cloud).job_templates() == {}
+
+
+def test_a_launcher_stopped_while_its_job_waits_hands_the_wait_on(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances()
+    settings = settings_with(
+        cloud, ami_id, launch_retry={"first_seconds": 2, "max_seconds": 2, "give_up_seconds": 60}
+    )
+    job = request(queue, account, tmp_path)
+    first = start_launcher(settings)
+    waiting = wait_job(queue, job.id, lambda j: j.launch_failures == 1, "waited for capacity")
+    stopping = time.monotonic()
+    first.stop(timeout=5)
+    assert time.monotonic() - stopping < 1.5, "a stop cuts the 2 s wait short"
+    assert not first._thread.is_alive()
+    assert queue.get(job.id).state is JobState.QUEUED
+
+    aws_faults.capacity_back()
+    second = start_launcher(settings)
+    running = running_on(queue, job.id, cloud)
+    assert running.consumer == second.consumer
+    launched_at = float(queue.redis.lrange(queue.keys.job_history(job.id), -2, -2)[0].split()[1])
+    assert launched_at >= waiting.launch_retry_at, "the next launcher kept the wait"
+
+
+def test_with_no_spot_price_and_no_max_price_the_cost_is_unknown_not_zero(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_spot_prices()  # DescribeSpotPriceHistory has nothing for the type
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, max_price=None))
+    running = running_on(queue, job.id, cloud)
+    running = wait_job(queue, job.id, lambda j: j.cost_unknown, "had its cost marked unknown")
+    assert running.spot_price is None and running.cost_usd is None
+    assert aws_faults.hits["no_spot_prices"] >= 1
+
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE
+    assert done.cost_unknown and done.cost_usd is None, "an unknown price is not $0"

@@ -6,18 +6,28 @@ import json
 import shutil
 from pathlib import Path
 
+import boto3
 import pytest
 import redis
+from botocore.config import Config as BotoConfig
+from structlog.testing import capture_logs
 
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
-from infra.cloud import Cloud
+from infra.cloud import Cloud, is_transient
 from infra.exchange import S3Exchange
+from infra.settings import DownloadRetry
 from infra.setup import setup
+from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import latest_version, publish_to_s3
 from training.publish import list_versions, read_latest
+
+# s3transfer reads a cut-off body 5 times before it gives up: this many cuts spend one try of
+# ours. (botocore absorbs 5 retries of a throttled request with sleeps of up to 20 s each, too
+# slow to replay here: `test_what_counts_as_transient` checks that S3's own answers are sorted.)
+ONE_TRY = 5
 
 
 @pytest.fixture
@@ -120,3 +130,86 @@ def test_a_version_with_a_wrong_sha256_is_refused(
     assert not list(model_dir.iterdir()), "nothing of the refused version stays"
     # Once recorded as bad, it is not downloaded again.
     assert exchange.pull(model_dir, skip=result.refused).refused == {}
+
+
+@pytest.fixture
+def flaky_exchange(aws_faults: AwsFaults, cloud: Cloud) -> S3Exchange:
+    """An exchange whose S3 goes through the fault proxy, retrying after 10-50 ms."""
+    setup(cloud)
+    fast = DownloadRetry(first_seconds=0.01, max_seconds=0.05, attempts=3)
+    settings = cloud.settings.model_copy(update={"download_retry": fast})
+    return S3Exchange(settings, cloud.account, cloud)
+
+
+def promote_trained(exchange: S3Exchange, cloud: Cloud, trained_checkpoints: Path) -> str:
+    """Publish the trained version under a job's prefix and point S3's LATEST at it."""
+    source = latest_version(trained_checkpoints)
+    prefix = f"{exchange.job_prefix('job-4')}/versions/char_rnn/{source.name}"
+    publish_to_s3(cloud, prefix, source)
+    exchange.promote("char_rnn", prefix)
+    return prefix
+
+
+def test_a_download_cut_off_is_retried_and_the_version_installed(
+    flaky_exchange: S3Exchange, aws_faults: AwsFaults, cloud: Cloud, trained_checkpoints: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    prefix = promote_trained(flaky_exchange, cloud, trained_checkpoints)
+    aws_faults.s3_fault(cloud.settings.bucket, prefix + "/", "cut", times=ONE_TRY)
+    model_dir = tmp_path / "checkpoints" / "char_rnn"
+    model_dir.mkdir(parents=True)
+
+    with capture_logs() as logs:
+        result = flaky_exchange.pull(model_dir)
+    assert aws_faults.hits["cut"] == ONE_TRY
+    version = prefix.rsplit("/", 1)[-1]
+    assert result.installed == version and not result.refused
+    assert read_latest(model_dir) == version
+    retries = [e for e in logs if e["event"] == "exchange.s3_retry"]
+    assert len(retries) == 1 and retries[0]["call"] == "download_file", retries
+
+
+@pytest.mark.parametrize("kind", ["cut", "deny"])
+def test_a_download_s3_keeps_failing_is_left_for_the_next_poll_not_refused(
+    flaky_exchange: S3Exchange, aws_faults: AwsFaults, cloud: Cloud, trained_checkpoints: Path,
+    tmp_path: Path, kind: str,
+) -> None:  # fmt: skip
+    prefix = promote_trained(flaky_exchange, cloud, trained_checkpoints)
+    aws_faults.s3_fault(cloud.settings.bucket, prefix + "/", kind)
+    model_dir = tmp_path / "checkpoints" / "char_rnn"
+    model_dir.mkdir(parents=True)
+
+    with capture_logs() as logs:
+        result = flaky_exchange.pull(model_dir)  # raises nothing: the daemon's poll goes on
+    assert result.installed is None
+    assert result.refused == {}, "an S3 failure says nothing about the version: not bad"
+    assert list_versions(model_dir) == [] and read_latest(model_dir) is None
+    assert not list(model_dir.iterdir()), "nothing half-downloaded stays"
+    (failed,) = [e for e in logs if e["event"] == "exchange.download_failed"]
+    assert failed["transient"] is (kind == "cut")
+    # A refusal (403) is not retried within the poll; a cut-off body is, `attempts` times.
+    assert aws_faults.hits[kind] == (1 if kind == "deny" else 3 * ONE_TRY)
+
+    aws_faults.s3_healthy()  # S3 is back by the next checkpoint poll
+    result = flaky_exchange.pull(model_dir)
+    version = prefix.rsplit("/", 1)[-1]
+    assert result.installed == version and read_latest(model_dir) == version
+
+
+@pytest.mark.parametrize(
+    ("kind", "transient"), [("throttle", True), ("error", True), ("deny", False), ("cut", True)]
+)
+def test_what_counts_as_transient(
+    aws_faults: AwsFaults, cloud: Cloud, tmp_path: Path, kind: str, transient: bool
+) -> None:
+    """S3's real answers, through a client that does not retry, sorted by `is_transient`."""
+    bucket = cloud.settings.bucket
+    cloud.s3.create_bucket(Bucket=bucket)
+    cloud.s3.put_object(Bucket=bucket, Key="probe/object", Body=b"x" * 4096)
+    aws_faults.s3_fault(bucket, "probe/", kind)
+    no_retries = BotoConfig(retries={"total_max_attempts": 1})
+    once = boto3.client("s3", region_name=cloud.settings.region, config=no_retries)
+    with pytest.raises(Exception) as caught:  # which exception it is, is what is tested
+        once.download_file(bucket, "probe/object", str(tmp_path / "object"))
+    assert is_transient(caught.value) is transient, repr(caught.value)
+    assert aws_faults.hits[kind] >= 1
