@@ -332,7 +332,7 @@ def jobs(
             str(job.attempt),
             job.instance_id or "-",
             "-" if duration is None else f"{duration / 60:.1f} min",
-            f"${job.cost_estimate:.4f}",
+            "unknown" if job.cost_usd is None else f"${job.cost_usd:.4f}",
             job.outcome or "-",
         )
     Console(width=160).print(table)

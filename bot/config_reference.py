@@ -39,7 +39,7 @@ def _rows(model: type[BaseModel], prefix: str):
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         nested = _nested_model(field.annotation)
-        if nested is not None:
+        if nested is not None and not _optional_section(field.annotation):
             yield from _rows(nested, prefix=f"{path}.")
             continue
         yield (
@@ -49,12 +49,24 @@ def _rows(model: type[BaseModel], prefix: str):
             _constraints(field),
             (field.description or "").replace("|", "\\|"),
         )
+        if nested is not None:  # an optional section: its row, then the settings inside it
+            yield from _rows(nested, prefix=f"{path}.")
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The section's model, for a section and for an optional one (`AwsSettings | None`)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if _optional_section(annotation):
+        return next(arg for arg in get_args(annotation) if arg is not type(None))
     return None
+
+
+def _optional_section(annotation: Any) -> bool:
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return False
+    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    return len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel)
 
 
 def _type_name(annotation: Any) -> str:

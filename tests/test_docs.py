@@ -14,7 +14,7 @@ def test_configuration_reference_is_current() -> None:
     assert committed == render(), "run: parrotbot config-reference > docs/configuration.md"
 
 
-def test_every_setting_of_the_offline_config_is_documented() -> None:
+def test_every_setting_of_the_shipped_configs_is_documented() -> None:
     import yaml
 
     def paths(data: dict, prefix: str = "") -> list[str]:
@@ -27,9 +27,16 @@ def test_every_setting_of_the_offline_config_is_documented() -> None:
         return found
 
     reference = render()
-    offline = yaml.safe_load((REPO / "config" / "offline.yaml").read_text())
-    for path in paths(offline):
-        assert f"`{path}`" in reference, path
+    for name in ("offline.yaml", "x.example.yaml"):
+        config = yaml.safe_load((REPO / "config" / name).read_text())
+        for path in paths(config):
+            assert f"`{path}`" in reference, f"{name}: {path}"
+
+
+def test_optional_sections_are_documented_setting_by_setting() -> None:
+    reference = render()
+    assert "| `training.aws` | mapping or null | absent |" in reference
+    assert "`training.aws.launch_retry.give_up_seconds`" in reference
 
 
 TROUBLESHOOTING = REPO / "docs" / "troubleshooting.md"

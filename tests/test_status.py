@@ -124,3 +124,9 @@ def test_status_shows_a_job_waiting_for_capacity_and_a_cost_nobody_knows(
     assert "next try in 0h 1m" in shown or "next try in 0h 2m" in shown
     assert "i-0123456789abcdef0, 0h 1m" in shown and "cost unknown" in shown
     assert "$0.0000" in shown  # the waiting job ran no machine: it cost nothing
+
+    listing = runner.invoke(app, ["jobs", "-c", str(path)])
+    assert listing.exit_code == 0, listing.output
+    rows = {line.split("│")[1].strip(): line for line in listing.stdout.splitlines() if "│" in line}
+    assert "unknown" in rows[unpriced.id] and "$" not in rows[unpriced.id]
+    assert "$0.0000" in rows[waiting.id]
