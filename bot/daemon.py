@@ -30,7 +30,7 @@ from bot.hotload import CheckpointWatcher
 from bot.lease import Lease
 from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
-from bot.posting import last_post_at
+from bot.posting import post_cadence_start
 from bot.redis_metrics import RedisStateCollector
 from bot.retrain import RetrainTriggers
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
@@ -159,7 +159,7 @@ class Daemon:
         )
         jobs.set_dispatcher(self.run_job)
         scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))
-        schedule_jobs(scheduler, self.config, last_post=last_post_at(self.state))
+        schedule_jobs(scheduler, self.config, cadence_from=post_cadence_start(self.state))
         scheduler.start()
         if stale := prune_unknown_jobs(scheduler, self.config):
             log.info("scheduler.pruned_stale_jobs", jobs=stale)
@@ -243,7 +243,7 @@ class Daemon:
         self.service.settings = new.generation
         self.service.filters = new.filters
         if new.schedule != old.schedule:
-            schedule_jobs(self._scheduler, new, last_post=last_post_at(self.state))
+            schedule_jobs(self._scheduler, new, cadence_from=post_cadence_start(self.state))
         log.info("config.applied", retrain_request=new.training.retrain_request)
         self.triggers.on_config(new)
 

@@ -56,6 +56,11 @@ class Keys:
     def last_post(self) -> str:
         return self._key("post", "last")
 
+    # Epoch seconds when posting was first scheduled: the cadence's start before any post.
+    @property
+    def post_schedule_start(self) -> str:
+        return self._key("post", "schedule_start")
+
     # Hash: version, loaded_at and the manifest of the model serving now.
     @property
     def model_current(self) -> str:

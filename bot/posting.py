@@ -77,6 +77,20 @@ def last_post_at(state: BotState) -> datetime | None:
     return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
 
 
+def post_cadence_start(state: BotState) -> datetime:
+    """Where the post interval counts from: the last scheduled post or, before there is one,
+    when the first leader scheduled posting.
+
+    Without the second, each takeover before the first post would start a fresh interval,
+    and a bot whose leaders change more often than its interval would never post.
+    """
+    last = last_post_at(state)
+    if last is not None:
+        return last
+    state.redis.set(state.keys.post_schedule_start, f"{time.time():.3f}", nx=True)
+    return datetime.fromtimestamp(float(state.redis.get(state.keys.post_schedule_start)), UTC)
+
+
 def refill_pool(
     state: BotState,
     service: GenerationService,

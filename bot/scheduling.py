@@ -4,7 +4,7 @@ Jobs have explicit ids and are added with `replace_existing`, so a restarted or 
 elected daemon rewrites the schedule instead of stacking duplicates; `coalesce` and a
 misfire grace time turn a backlog after downtime into one run, not a burst of posts.
 Rewriting would restart the post interval at every takeover, so the post job's first run
-is computed from the last scheduled post that Redis recorded (see `_next_post_time`).
+is computed from where the cadence stands in Redis (see `_next_post_time`).
 """
 
 from __future__ import annotations
@@ -51,18 +51,19 @@ def build_scheduler(config: BotConfig, raw_client: redis.Redis) -> BackgroundSch
 
 
 def schedule_jobs(
-    scheduler: BackgroundScheduler, config: BotConfig, *, last_post: datetime | None
+    scheduler: BackgroundScheduler, config: BotConfig, *, cadence_from: datetime | None
 ) -> None:
     """(Re)write every job from the config; safe to call again after a config change.
 
-    `last_post` is when the last scheduled post went out (`posting.last_post_at`), so that
-    a new leader or a config edit keeps the post cadence instead of restarting it.
+    `cadence_from` is where the post interval counts from (`posting.post_cadence_start`: the
+    last scheduled post, or when posting was first scheduled), so that a new leader or a
+    config edit keeps the post cadence instead of restarting it.
     """
     schedule = config.schedule
     now = datetime.now(UTC)
     soon = now + timedelta(seconds=1)
     post_trigger = _post_trigger(config)
-    next_post = _next_post_time(post_trigger, last_post, now)
+    next_post = _next_post_time(post_trigger, cadence_from, now)
     triggers: dict[str, tuple[BaseTrigger, datetime | None]] = {
         jobs.SCRAPE: (IntervalTrigger(seconds=schedule.scrape_every_seconds), now),
         jobs.CHECKPOINTS: (IntervalTrigger(seconds=schedule.checkpoint_poll_seconds), soon),
@@ -85,7 +86,7 @@ def schedule_jobs(
     log.info(
         "scheduler.post_scheduled",
         next_run=next_post.isoformat() if next_post else None,  # None: the trigger's own
-        last_post=last_post.isoformat() if last_post else None,
+        cadence_from=cadence_from.isoformat() if cadence_from else None,
     )
 
 
@@ -106,18 +107,18 @@ def _post_trigger(config: BotConfig) -> BaseTrigger:
 
 
 def _next_post_time(
-    trigger: BaseTrigger, last_post: datetime | None, now: datetime
+    trigger: BaseTrigger, cadence_from: datetime | None, now: datetime
 ) -> datetime | None:
-    """The post job's first run: one period after the last post, or now if that has passed.
+    """The post job's first run: one period after `cadence_from`, or now if that has passed.
 
     Clamping an overdue run to now matters: a run time older than the misfire grace would
-    be dropped as missed, and one due time makes the backlog one post, not a burst. None (no
-    post recorded yet) leaves the first run to the trigger.
+    be dropped as missed, and one due time makes the backlog one post, not a burst. None
+    leaves the first run to the trigger.
     """
-    if last_post is None:
+    if cadence_from is None:
         return None
     if isinstance(trigger, IntervalTrigger):
-        due = last_post + trigger.interval
-    else:  # cron: the first slot after the last post
-        due = trigger.get_next_fire_time(None, last_post)
+        due = cadence_from + trigger.interval
+    else:  # cron: the first slot after it
+        due = trigger.get_next_fire_time(None, cadence_from)
     return None if due is None else max(due, now)

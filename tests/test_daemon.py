@@ -12,6 +12,8 @@ import pytest
 import redis
 import yaml
 
+from bot.posting import last_post_at
+from bot.state import BotState
 from tests.daemon_process import DaemonProcess, read_jsonl, wait_until
 
 
@@ -117,7 +119,11 @@ def test_a_second_daemon_for_the_account_waits_and_takes_over(
     active.process.wait()
     standby.wait_for("lease.acquired", timeout=30)
     # The new leader resumes the post cadence from the dead one's last post.
-    assert standby.wait_for("scheduler.post_scheduled", timeout=30)["last_post"] is not None
+    scheduled = standby.wait_for("scheduler.post_scheduled", timeout=30)
+    settings = yaml.safe_load(config.read_text())
+    client = redis.Redis.from_url(settings["redis_url"], decode_responses=True)
+    last_post = last_post_at(BotState(client, settings["account"]))
+    assert last_post is not None and scheduled["cadence_from"] == last_post.isoformat()
     standby.wait_for("post.published", timeout=120)
     assert standby.stop() == 0
 
