@@ -8,6 +8,7 @@ reclaim does).
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -426,6 +427,45 @@ def test_an_upload_s3_denies_fails_the_job_at_once_with_the_cause(
     assert queue.history(job.id) == ["queued", "launching", "failed"]
     assert aws_faults.hits["deny"] == 1, "a refusal is retried neither by botocore nor by us"
     assert live_instances(cloud) == [] and Fleets(cloud).job_templates() == {}
+
+
+def test_a_job_waiting_for_capacity_uploads_its_objects_once(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances()
+    job = request(queue, account, tmp_path)
+    exchange = S3Exchange(cloud.settings, account, cloud)
+    prefix = f"{cloud.settings.bucket}/{exchange.job_prefix(job.id)}/"
+
+    def puts() -> dict[str, int]:
+        return {
+            seen.removeprefix(f"PUT {prefix}"): count
+            for seen, count in aws_faults.requests.items()
+            if seen.startswith(f"PUT {prefix}")
+        }
+
+    with capture_logs() as logs:
+        start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY))
+        waited(queue, job.id, 4)
+        once = {"datasets/poorrichard.jsonl": 1, "request.json": 1, "code.tar.gz": 1}
+        assert puts() == once
+        assert aws_faults.requests[f"HEAD {prefix}code.tar.gz"] >= 4, "looked each time"
+
+        # The scraper replaces the dataset while the job waits: the next try sends it again.
+        dataset = Path(job.datasets[0])
+        replacement = dataset.with_name(".replacement.tmp")
+        replacement.write_bytes(dataset.read_bytes() + b'{"id": "9", "text": "Lost time"}\n')
+        os.replace(replacement, dataset)
+        failures = queue.get(job.id).launch_failures
+        waited(queue, job.id, failures + 2)
+    assert puts() == once | {"datasets/poorrichard.jsonl": 2}
+    uploads = [e for e in logs if e["event"] == "exchange.job_uploaded"]
+    assert uploads[0]["sent"] == 3 and len(uploads) >= 6
+    assert sum(e["sent"] for e in uploads[1:]) == 1
+    key = f"{exchange.job_prefix(job.id)}/datasets/poorrichard.jsonl"
+    assert exchange._get(key).encode() == dataset.read_bytes()
 
 
 def test_aws_out_of_reach_before_the_launch_is_a_reason_to_wait(
