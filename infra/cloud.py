@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 import boto3
-from boto3.exceptions import RetriesExceededError
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from botocore import exceptions as boto_errors
 from botocore.config import Config as BotoConfig
 
@@ -59,11 +59,17 @@ TRANSIENT_CODES = frozenset(
 
 
 class Cloud:
-    """The account's clients and tag helpers; nothing is called until a client is used."""
+    """The account's clients and tag helpers; nothing is called until a client is used.
 
-    def __init__(self, settings: AwsSettings, account: str) -> None:
+    `retries` is how often botocore repeats a failing request before the error reaches us.
+    It waits a random time before each, up to 1, 2, 4, 8, 16 s after a throttling answer
+    (1/20 of that after a 5xx): tests that replay throttling ask for fewer.
+    """
+
+    def __init__(self, settings: AwsSettings, account: str, *, retries: int = 5) -> None:
         self.settings = settings
         self.account = account
+        self.retries = retries
 
     @functools.cached_property
     def session(self) -> boto3.session.Session:
@@ -75,7 +81,7 @@ class Cloud:
     @functools.cache  # noqa: B019 - one Cloud per process; clients are meant to be reused
     def _client(self, service: str) -> Any:
         config = BotoConfig(
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": self.retries, "mode": "standard"},
             connect_timeout=10,
             read_timeout=60,
         )
@@ -147,6 +153,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, RetriesExceededError):  # s3transfer gave up on a download's stream
         return True
+    if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+        return is_transient(exc.__context__)  # `upload_file` wraps the ClientError it met
     if isinstance(exc, boto_errors.ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
@@ -160,6 +168,16 @@ def is_transient(exc: BaseException) -> bool:
             boto_errors.FlexibleChecksumError,  # a body damaged in transit
         ),
     )
+
+
+def aws_error(exc: BaseException) -> str:
+    """`Code: message` of an AWS error (the class name for one without a code)."""
+    if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+        exc = exc.__context__
+    if isinstance(exc, boto_errors.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def tag_value(resource: dict[str, Any], key: str) -> str | None:

@@ -10,6 +10,10 @@ Layout under `s3://<bucket>/<prefix>/<account>/`::
     jobs/<job>/status/attempt-<n>             "done <version>", "failed <code>" or "interrupted"
     checkpoints/<model>/LATEST                key prefix of the newest finished version
 
+The launcher's uploads carry the sha256 of their bytes in the object's metadata
+(`x-amz-meta-sha256`); a job uploaded again (each try while it waits for spot capacity) sends
+only what changed.
+
 The launcher moves `checkpoints/<model>/LATEST` once a job's version is complete (manifest
 present, every listed file present). The daemon's checkpoint poll (`pull`) downloads what it
 names into a staging folder under `data_dir/checkpoints/<model>`, verifies every sha256 with
@@ -22,6 +26,8 @@ make a version refused.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -29,7 +35,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import structlog
 from boto3.exceptions import Boto3Error
@@ -49,6 +55,7 @@ log = structlog.get_logger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+SHA256_META = "sha256"  # x-amz-meta-sha256: the hex sha256 of the object's bytes
 # What S3 and boto3 raise; none of it says anything about the version itself.
 S3_ERRORS = (BotoCoreError, ClientError, Boto3Error)
 
@@ -80,13 +87,27 @@ class S3Exchange:
 
     # --- launcher side: what the instance needs --------------------------------------
     def upload_job(self, job_id: str, datasets: list[Path], request: dict[str, Any]) -> None:
-        """The dataset snapshot, the request and the trainer's code, for the instance."""
+        """The dataset snapshot, the request and the trainer's code, for the instance.
+
+        A job waiting for spot capacity comes back here on every try; objects S3 holds already
+        with the same bytes are not sent again, so a long wait uploads the job once.
+        """
         prefix = self.job_prefix(job_id)
+        sent = 0
         for path in datasets:
-            self.s3.upload_file(str(path), self.bucket, f"{prefix}/datasets/{path.name}")
-        self._put(f"{prefix}/request.json", json.dumps(request, indent=2, sort_keys=True))
-        self._put(f"{prefix}/code.tar.gz", training_code_archive())
-        log.info("exchange.job_uploaded", job_id=job_id, datasets=len(datasets), prefix=prefix)
+            with path.open("rb") as body:
+                sent += self._upload(f"{prefix}/datasets/{path.name}", body)
+        request_json = json.dumps(request, indent=2, sort_keys=True).encode()
+        sent += self._upload(f"{prefix}/request.json", io.BytesIO(request_json))
+        sent += self._upload(f"{prefix}/code.tar.gz", io.BytesIO(training_code_archive()))
+        log.info(
+            "exchange.job_uploaded",
+            job_id=job_id,
+            datasets=len(datasets),
+            sent=sent,
+            unchanged=len(datasets) + 2 - sent,
+            prefix=prefix,
+        )
 
     def complete_version(self, job_id: str, model_kind: str) -> str | None:
         """The key prefix of the job's finished version once every file and the manifest are in."""
@@ -206,6 +227,42 @@ class S3Exchange:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
+    def _upload(self, key: str, body: BinaryIO) -> bool:
+        """Upload `body` to `key` unless S3 holds the same bytes there; True when it was sent.
+
+        "The same" is the same size and the sha256 that our upload stored in the object's
+        metadata. Not the ETag: `upload_fileobj` turns into a multipart upload above 8 MB, and
+        a multipart object's ETag is an MD5 of its parts' MD5s (it changes with the part size,
+        not only with the bytes); under SSE-KMS even a single-part ETag is no MD5 of the body.
+        The metadata travels in the request that creates the object, and S3 creates an object
+        whole or not at all, so an object that has it holds the bytes it names.
+
+        `body` is hashed and then sent from the same handle: a dataset the scraper replaces
+        meanwhile (it renames a new file over the old) cannot make the two disagree.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in iter(lambda: body.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+        sha256 = digest.hexdigest()
+        if self._holds(key, size, sha256):
+            log.debug("exchange.upload_skipped", key=key, size=size)
+            return False
+        body.seek(0)
+        metadata = {SHA256_META: sha256}
+        self.s3.upload_fileobj(body, self.bucket, key, ExtraArgs={"Metadata": metadata})
+        return True
+
+    def _holds(self, key: str, size: int, sha256: str) -> bool:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if is_transient(exc):
+                raise
+            return False  # not there (404), or not readable here (403): the upload will tell
+        return head["ContentLength"] == size and head.get("Metadata", {}).get(SHA256_META) == sha256
+
     def _put(self, key: str, body: str | bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
@@ -240,12 +297,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def training_code_archive() -> bytes:
-    """The `training` package as a .tar.gz: the instance runs the same code as this host."""
+    """The `training` package as a .tar.gz: the instance runs the same code as this host.
+
+    The same files give the same bytes (gzip's header time is fixed), so a job uploaded again
+    finds its code already there.
+    """
     import training
 
     package = Path(training.__file__).parent
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as archive,
+    ):
         for path in sorted(package.rglob("*.py")):
             archive.add(path, arcname=str(path.relative_to(package.parent)))
     return buffer.getvalue()

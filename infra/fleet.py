@@ -10,15 +10,18 @@ deleted with the job.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
 
 from infra.backends.base import LaunchError, TransientLaunchError
-from infra.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, is_transient
+from infra.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, aws_error, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,26 @@ CAPACITY_CODES = frozenset(
         "price-too-low",
     }
 )
+
+
+@contextlib.contextmanager
+def before_launch(step: str) -> Iterator[None]:
+    """A step of a launch taken before any instance exists; `step` says what failed.
+
+    Nothing of the attempt runs yet, so the whole launch can be tried again later: an AWS
+    error that outlasted botocore's retries (throttling, a 5xx, a dropped connection) raises
+    TransientLaunchError, and the job waits as it does for spot capacity. A refusal with a
+    code (AccessDenied, NoSuchBucket) raises LaunchError: no wait changes it. Anything else
+    (missing credentials, a dataset gone) passes through as it is.
+    """
+    try:
+        yield
+    except (BotoCoreError, ClientError, Boto3Error) as exc:
+        if is_transient(exc):
+            raise TransientLaunchError(f"{step}: {aws_error(exc)}") from exc
+        if isinstance(exc, ClientError):
+            raise LaunchError(f"{step}: {aws_error(exc)}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -117,7 +140,8 @@ class Fleets:
 
     def launch(self, template_id: str, job_id: str, prefer_zone: str | None) -> Launched:
         """One spot instance, in `prefer_zone` when it has capacity, else in another zone."""
-        zones = self.subnets_by_zone()
+        with before_launch("cannot list the subnets"):
+            zones = self.subnets_by_zone()
         if not zones:
             raise LaunchError("no subnet to launch in (check training.aws.subnet_ids and zones)")
         groups = [[prefer_zone]] if prefer_zone in zones else []

@@ -3,7 +3,10 @@
 Launching: upload the job to S3, make the job's launch template with the rendered user-data,
 get one instance from an instant spot fleet (the data volume's zone first), move the volume
 into the instance's zone if it is elsewhere, then tag the instance with the volume and fleet
-ids, which is what the waiting user-data reads to attach the volume.
+ids, which is what the waiting user-data reads to attach the volume. Until the fleet has
+launched, AWS failing transiently (throttling, a 5xx, a dropped connection) sends the job back
+to wait like a shortage of capacity; the uploads it already made are not repeated. From the
+launch on, an error is not retried that way: a second launch could leave two instances.
 
 Tracking (every `poll_seconds`): a complete version under the job's S3 prefix means done (the
 launcher promotes it for the daemons to pull); a "failed" status means failed; an instance gone
@@ -14,17 +17,18 @@ or job template behind, and the volume detached.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from infra.backends.base import LaunchError, Outcome, OutcomeKind, Progress
 from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud
 from infra.exchange import S3Exchange
-from infra.fleet import Fleets
+from infra.fleet import Fleets, before_launch
 from infra.job import Job
 from infra.settings import AwsSettings
 from infra.userdata import UserDataParams, render
@@ -56,26 +60,29 @@ class AwsBackend:
         return self.settings.resource_name(self.account, "trainer")
 
     def template_id(self) -> str:
-        try:
-            reply = self.cloud.ec2.describe_launch_templates(
-                LaunchTemplateNames=[self.template_name]
-            )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            if "NotFound" in error.get("Code", ""):
-                raise LaunchError(
-                    f"launch template {self.template_name} not found: run `parrotbot infra setup`"
-                ) from exc
-            raise LaunchError(
-                f"cannot read launch template {self.template_name}: "
-                f"{error.get('Code')}: {error.get('Message')}"
-            ) from exc
+        with before_launch(f"cannot read launch template {self.template_name}"):
+            try:
+                reply = self.cloud.ec2.describe_launch_templates(
+                    LaunchTemplateNames=[self.template_name]
+                )
+            except ClientError as exc:
+                if "NotFound" in exc.response.get("Error", {}).get("Code", ""):
+                    raise LaunchError(
+                        f"launch template {self.template_name} "
+                        "not found: run `parrotbot infra setup`"
+                    ) from exc
+                raise
         return reply["LaunchTemplates"][0]["LaunchTemplateId"]
 
     def start(self, job: Job, progress: Progress) -> AwsRun:
-        self._end_leftovers(job)
+        with before_launch("cannot end the job's leftover instances"):
+            self._end_leftovers(job)
         template_id = self.template_id()
-        self.exchange.upload_job(job.id, [Path(p) for p in job.datasets], self._request(job))
+        with before_launch("cannot upload the job to S3"):
+            self.exchange.upload_job(job.id, [Path(p) for p in job.datasets], self._request(job))
+        with before_launch("cannot find the data volume"):
+            data_volume = self.volume.find()
+        prefer = data_volume["AvailabilityZone"] if data_volume else None
         user_data = render(
             UserDataParams(
                 job_id=job.id,
@@ -89,14 +96,15 @@ class AwsBackend:
                 notice_poll_seconds=self.settings.notice_poll_seconds,
             )
         )
-        self.fleets.delete_job_template(job.id)  # an earlier attempt's, if a crash left it
-        job_template = self.fleets.job_template(template_id, user_data, job.id)
-        data_volume = self.volume.find()
-        prefer = data_volume["AvailabilityZone"] if data_volume else None
+        with before_launch("cannot make the job's launch template"):
+            self.fleets.delete_job_template(job.id)  # an earlier try's, if one left it
+            job_template = self.fleets.job_template(template_id, user_data, job.id)
         try:
             launched = self.fleets.launch(job_template, job.id, prefer)
         except LaunchError:
-            self.fleets.delete_job_template(job.id)
+            # When EC2 is what failed this may fail too: the next try deletes it first (gc if none).
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.fleets.delete_job_template(job.id)
             raise
         price = self.fleets.spot_price(launched.instance_type, launched.availability_zone)
         if price is None:

@@ -10,10 +10,20 @@ to moto unchanged unless the test armed a fault for it:
   its DeleteFleets goes on without TerminateInstances); `capacity_back()` ends it;
 - `no_spot_prices()`: DescribeSpotPriceHistory answers with an empty history, as it does for
   a type no zone offers;
-- `s3_fault(bucket, prefix, kind, times)`: GETs of object keys under `prefix` are answered
-  with a `throttle` (503 SlowDown), an `error` (500 InternalError), a `deny` (403
-  AccessDenied), or `cut` (moto's answer, but the body stops halfway and the connection
-  closes), for the next `times` requests or for good.
+- `s3_fault(bucket, prefix, kind, times, method="GET")`: requests of that method (`GET` or
+  `PUT`) for object keys under `prefix` are answered with a `throttle` (503 SlowDown), an
+  `error` (500 InternalError), a `deny` (403 AccessDenied), or, for GETs, `cut` (moto's
+  answer, but the body stops halfway and the connection closes), for the next `times`
+  requests or for good; an error never reaches moto (a refused PUT stores nothing);
+  `s3_healthy()` ends them all;
+- `ec2_fault(action, kind, times)`: the EC2 action (`DescribeLaunchTemplates`, …) is answered
+  with a `throttle` (503 RequestLimitExceeded) or an `error` (500 InternalError), for the
+  next `times` requests or for good, without reaching moto; `ec2_healthy()` ends them.
+
+botocore retries what a fault answers (5 times with `Cloud`'s defaults, after random waits of
+up to 1, 2, 4, 8, 16 s for throttling, a twentieth of that for a 5xx): `times` counts requests,
+not calls. `hits` counts the faults served, by kind; `requests` counts, faulted or not, every
+EC2 request as `"ec2:<Action>"` and every S3 request for a key as `"<METHOD> <bucket>/<key>"`.
 """
 
 from __future__ import annotations
@@ -32,11 +42,15 @@ S3_ERRORS = {
     "error": (500, "InternalError", "We encountered an internal error. Please try again."),
     "deny": (403, "AccessDenied", "Access Denied"),
 }
+EC2_ERRORS = {
+    "throttle": (503, "RequestLimitExceeded", "Request limit exceeded."),
+    "error": (500, "InternalError", "An internal error has occurred."),
+}
 
 
 @dataclass
-class S3Fault:
-    prefix: str  # "<bucket>/<key prefix>"
+class Fault:
+    target: str  # S3: "<METHOD> <bucket>/<key prefix>"; EC2: "ec2:<Action>"
     kind: str
     times: int | None  # None: for good
 
@@ -49,8 +63,9 @@ class AwsFaults:
         self.fleet_error: tuple[str, str] | None = None
         self.empty_spot_prices = False
         self.empty_fleets: set[str] = set()
-        self.s3_faults: list[S3Fault] = []
+        self.faults: list[Fault] = []
         self.hits: Counter[str] = Counter()  # faults served, by kind
+        self.requests: Counter[str] = Counter()  # "PUT <bucket>/<key>", "ec2:<Action>"
         self._server: ThreadingHTTPServer | None = None
 
     # --- what a test arms -----------------------------------------------------------
@@ -70,15 +85,28 @@ class AwsFaults:
         with self.lock:
             self.empty_spot_prices = True
 
-    def s3_fault(self, bucket: str, key_prefix: str, kind: str, times: int | None = None) -> None:
-        if kind not in (*S3_ERRORS, "cut"):
-            raise ValueError(f"unknown S3 fault {kind!r}")
+    def s3_fault(
+        self, bucket: str, key_prefix: str, kind: str, times: int | None = None, method: str = "GET"
+    ) -> None:
+        kinds = (*S3_ERRORS, "cut") if method == "GET" else tuple(S3_ERRORS)
+        if method not in ("GET", "PUT") or kind not in kinds:
+            raise ValueError(f"unknown S3 fault {kind!r} for {method}")
         with self.lock:
-            self.s3_faults.append(S3Fault(f"{bucket}/{key_prefix}", kind, times))
+            self.faults.append(Fault(f"{method} {bucket}/{key_prefix}", kind, times))
 
     def s3_healthy(self) -> None:
         with self.lock:
-            self.s3_faults.clear()
+            self.faults = [f for f in self.faults if f.target.startswith("ec2:")]
+
+    def ec2_fault(self, action: str, kind: str, times: int | None = None) -> None:
+        if kind not in EC2_ERRORS:
+            raise ValueError(f"unknown EC2 fault {kind!r}")
+        with self.lock:
+            self.faults.append(Fault(f"ec2:{action}", kind, times))
+
+    def ec2_healthy(self) -> None:
+        with self.lock:
+            self.faults = [f for f in self.faults if not f.target.startswith("ec2:")]
 
     # --- lifecycle ------------------------------------------------------------------
     @property
@@ -104,14 +132,19 @@ class AwsFaults:
             self._server.server_close()
 
     # --- used by the handler ---------------------------------------------------------
-    def take_s3_fault(self, path: str) -> str | None:
+    def take_fault(self, request: str) -> str | None:
+        """The kind of fault armed for `request` (counted as served), or None; `request` is
+        `"<METHOD> <bucket>/<key>"` or `"ec2:<Action>"`; an S3 target matches by prefix."""
         with self.lock:
-            for fault in self.s3_faults:
-                if path.startswith(fault.prefix):
+            self.requests[request] += 1
+            for fault in self.faults:
+                if request == fault.target or (
+                    not request.startswith("ec2:") and request.startswith(fault.target)
+                ):
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
-                            self.s3_faults.remove(fault)
+                            self.faults.remove(fault)
                     self.hits[fault.kind] += 1
                     return fault.kind
         return None
@@ -134,6 +167,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         faults = self.faults
         action = _form(body).get("Action") if self.command == "POST" else None
+        if action is not None:
+            kind = faults.take_fault(f"ec2:{action}")
+            if kind is not None:
+                status, code, message = EC2_ERRORS[kind]
+                return self._send(status, _ec2_error(code, message))
         if action == "DescribeSpotPriceHistory" and faults.empty_spot_prices:
             faults.hits["no_spot_prices"] += 1
             return self._send(200, _ec2_xml(action, "<spotPriceHistorySet/><nextToken/>"))
@@ -143,7 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_fleet_without_capacity(body, fleet_error)
         if action == "DeleteFleets":
             body = self._without_terminating_nothing(body)
-        kind = faults.take_s3_fault(path) if self.command == "GET" and "/" in path else None
+        on_object = action is None and "/" in path  # an S3 key, not a bucket or EC2
+        kind = faults.take_fault(f"{self.command} {path}") if on_object else None
         if kind in S3_ERRORS:
             status, code, message = S3_ERRORS[kind]
             error = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -265,6 +304,14 @@ def _form(body: bytes) -> dict[str, str]:
         return dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
     except (UnicodeDecodeError, ValueError):
         return {}
+
+
+def _ec2_error(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        f"</Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+    ).encode()
 
 
 def _ec2_xml(action: str, inner: str) -> bytes:

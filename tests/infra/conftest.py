@@ -6,7 +6,6 @@ dummy credentials. The server is started once per session and reset before each 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ import pytest
 from infra.cloud import Cloud
 from infra.settings import AwsSettings
 from tests.infra.aws_faults import AwsFaults
-from tests.infra.helpers import REGION, aws_settings_data
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.infra.helpers import REGION, aws_settings_data, free_port
 
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

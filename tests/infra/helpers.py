@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from pathlib import Path
 
 from infra.cloud import Cloud
 
 REGION = "us-east-1"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (until something binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def aws_settings_data(ami_id: str, **overrides: object) -> dict[str, object]:

@@ -8,6 +8,7 @@ reclaim does).
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import redis
 from structlog.testing import capture_logs
 
 from infra.backends.aws import AwsBackend
+from infra.backends.base import TransientLaunchError
 from infra.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
 from infra.exchange import S3Exchange
 from infra.fleet import Fleets
@@ -27,7 +29,13 @@ from infra.settings import AwsSettings
 from infra.setup import setup
 from tests.conftest import SAMPLE_TIMELINE
 from tests.infra.aws_faults import AwsFaults
-from tests.infra.helpers import aws_settings_data, latest_version, live_instances, publish_to_s3
+from tests.infra.helpers import (
+    aws_settings_data,
+    free_port,
+    latest_version,
+    live_instances,
+    publish_to_s3,
+)
 from tests.retrain_helpers import job_spec, wait_job
 
 
@@ -39,11 +47,13 @@ def queue(redis_client: redis.Redis, account: str) -> RetrainQueue:
 @pytest.fixture
 def start_launcher(
     queue: RetrainQueue, tmp_path: Path, account: str
-) -> Iterator[Callable[[AwsSettings], Launcher]]:
+) -> Iterator[Callable[..., Launcher]]:
     started: list[Launcher] = []
 
-    def start(settings: AwsSettings) -> Launcher:
-        backend = AwsBackend(settings, account=account, data_dir=tmp_path / "volume")
+    def start(settings: AwsSettings, *, retries: int = 5) -> Launcher:
+        """`retries`: botocore's per call (fewer keep replayed throttling fast)."""
+        cloud = Cloud(settings, account, retries=retries)
+        backend = AwsBackend(settings, account=account, data_dir=tmp_path / "volume", cloud=cloud)
         launcher = Launcher(queue, backend, claim_idle_seconds=60, max_attempts=3, block_ms=100)
         launcher.start()
         started.append(launcher)
@@ -330,3 +340,144 @@ def test_with_no_spot_price_and_no_max_price_the_cost_is_unknown_not_zero(
     done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
     assert done.state is JobState.DONE
     assert done.cost_unknown and done.cost_usd is None, "an unknown price is not $0"
+
+
+# Tries come fast; the longest wait (0.3 s) still leaves a 0.1 s poll time to see it queued.
+FAST_RETRY = {"first_seconds": 0.05, "max_seconds": 0.3, "give_up_seconds": 300}
+
+
+def waited(queue: RetrainQueue, job_id: str, failures: int) -> Job:
+    """The job back in the queue after `failures` launches in a row that AWS could not serve."""
+    return wait_job(
+        queue, job_id, lambda j: j.state is JobState.QUEUED and j.launch_failures >= failures,
+        f"waited after {failures} failed launches",
+    )  # fmt: skip
+
+
+def test_s3_failing_the_upload_makes_the_job_wait_and_it_launches_once_s3_is_back(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    job = request(queue, account, tmp_path)
+    prefix = S3Exchange(cloud.settings, account, cloud).job_prefix(job.id)
+    aws_faults.s3_fault(cloud.settings.bucket, prefix + "/", "error", method="PUT")
+    start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY))  # botocore's 5 retries
+
+    waiting = waited(queue, job.id, 2)
+    assert waiting.outcome.startswith(
+        "waiting to launch: cannot upload the job to S3: InternalError: "
+    ), waiting.outcome
+    assert waiting.attempt == 0, "no machine ran: no attempt spent"
+    assert aws_faults.hits["error"] >= 2 * 6, "botocore retried each upload before we did"
+    assert aws_faults.requests["ec2:CreateFleet"] == 0 and live_instances(cloud) == []
+
+    aws_faults.s3_healthy()
+    running = running_on(queue, job.id, cloud)
+    assert running.launch_failures == 0 and running.launch_waited_s > 0
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 1
+    assert queue.history(job.id)[:4] == ["queued", "launching", "queued", "launching"]
+    assert_nothing_left(cloud, done)
+
+
+def test_a_throttled_launch_template_read_makes_the_job_wait_and_it_launches_after(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.ec2_fault("DescribeLaunchTemplates", "throttle")
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY), retries=1)
+
+    waiting = waited(queue, job.id, 2)
+    template = cloud.settings.resource_name(account, "trainer")
+    assert waiting.outcome == (
+        f"waiting to launch: cannot read launch template {template}: "
+        "RequestLimitExceeded: Request limit exceeded."
+    )
+    assert waiting.attempt == 0
+    assert aws_faults.hits["throttle"] >= 2 * 2  # botocore's one retry, then ours
+    assert aws_faults.requests["ec2:CreateFleet"] == 0 and live_instances(cloud) == []
+
+    aws_faults.ec2_healthy()
+    running = running_on(queue, job.id, cloud)
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 1
+    assert_nothing_left(cloud, done)
+
+
+def test_an_upload_s3_denies_fails_the_job_at_once_with_the_cause(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    job = request(queue, account, tmp_path)
+    prefix = S3Exchange(cloud.settings, account, cloud).job_prefix(job.id)
+    aws_faults.s3_fault(cloud.settings.bucket, prefix + "/", "deny", method="PUT")
+    retry = {"first_seconds": 30, "max_seconds": 30, "give_up_seconds": 3600}  # no time to wait
+    start_launcher(settings_with(cloud, ami_id, launch_retry=retry))
+
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "failed", timeout=20)
+    assert failed.state is JobState.FAILED and failed.attempt == 1
+    assert failed.outcome == "cannot upload the job to S3: AccessDenied: Access Denied"
+    assert failed.launch_failures == 0
+    assert queue.history(job.id) == ["queued", "launching", "failed"]
+    assert aws_faults.hits["deny"] == 1, "a refusal is retried neither by botocore nor by us"
+    assert live_instances(cloud) == [] and Fleets(cloud).job_templates() == {}
+
+
+def test_a_job_waiting_for_capacity_uploads_its_objects_once(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.no_instances()
+    job = request(queue, account, tmp_path)
+    exchange = S3Exchange(cloud.settings, account, cloud)
+    prefix = f"{cloud.settings.bucket}/{exchange.job_prefix(job.id)}/"
+
+    def puts() -> dict[str, int]:
+        return {
+            seen.removeprefix(f"PUT {prefix}"): count
+            for seen, count in aws_faults.requests.items()
+            if seen.startswith(f"PUT {prefix}")
+        }
+
+    with capture_logs() as logs:
+        start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY))
+        waited(queue, job.id, 4)
+        once = {"datasets/poorrichard.jsonl": 1, "request.json": 1, "code.tar.gz": 1}
+        assert puts() == once
+        assert aws_faults.requests[f"HEAD {prefix}code.tar.gz"] >= 4, "looked each time"
+
+        # The scraper replaces the dataset while the job waits: the next try sends it again.
+        dataset = Path(job.datasets[0])
+        replacement = dataset.with_name(".replacement.tmp")
+        replacement.write_bytes(dataset.read_bytes() + b'{"id": "9", "text": "Lost time"}\n')
+        os.replace(replacement, dataset)
+        failures = queue.get(job.id).launch_failures
+        waited(queue, job.id, failures + 2)
+    assert puts() == once | {"datasets/poorrichard.jsonl": 2}
+    uploads = [e for e in logs if e["event"] == "exchange.job_uploaded"]
+    assert uploads[0]["sent"] == 3 and len(uploads) >= 6
+    assert sum(e["sent"] for e in uploads[1:]) == 1
+    key = f"{exchange.job_prefix(job.id)}/datasets/poorrichard.jsonl"
+    assert exchange._get(key).encode() == dataset.read_bytes()
+
+
+def test_aws_out_of_reach_before_the_launch_is_a_reason_to_wait(
+    aws_settings: AwsSettings, queue: RetrainQueue, account: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    cloud = Cloud(aws_settings, account, retries=0)
+    backend = AwsBackend(aws_settings, account=account, data_dir=tmp_path, cloud=cloud)
+    job = request(queue, account, tmp_path)
+    with pytest.raises(TransientLaunchError) as raised:
+        backend.start(job, lambda **fields: None)
+    assert str(raised.value).startswith(
+        "cannot end the job's leftover instances: EndpointConnectionError: "
+    ), raised.value

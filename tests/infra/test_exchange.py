@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from pathlib import Path
 
 import boto3
@@ -17,7 +19,7 @@ from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
 from infra.cloud import Cloud, is_transient
-from infra.exchange import S3Exchange
+from infra.exchange import S3Exchange, training_code_archive
 from infra.settings import DownloadRetry
 from infra.setup import setup
 from tests.infra.aws_faults import AwsFaults
@@ -53,6 +55,38 @@ def test_the_job_upload_holds_dataset_request_and_code(
         Bucket=exchange.bucket, Key=f"{prefix}/datasets/poorrichard.jsonl"
     )
     assert body["Body"].read() == dataset.read_bytes()
+
+
+def test_a_job_uploaded_again_sends_only_what_changed(exchange: S3Exchange, tmp_path: Path) -> None:
+    dataset = tmp_path / "poorrichard.jsonl"
+    dataset.write_text('{"id": "1", "text": "Early to bed"}\n')
+    prefix = exchange.job_prefix("job-1")
+    # An older launcher's upload: the same bytes, but no sha256 in the metadata.
+    same = json.dumps({"model_kind": "char_rnn"}, indent=2, sort_keys=True)
+    exchange.s3.put_object(Bucket=exchange.bucket, Key=f"{prefix}/request.json", Body=same)
+
+    def sent(request: dict[str, str]) -> int:
+        with capture_logs() as logs:
+            exchange.upload_job("job-1", [dataset], request)
+        (uploaded,) = [e for e in logs if e["event"] == "exchange.job_uploaded"]
+        return uploaded["sent"]
+
+    assert sent({"model_kind": "char_rnn"}) == 3
+    assert sent({"model_kind": "char_rnn"}) == 0
+    dataset.write_text('{"id": "1", "text": "Early to BED"}\n')  # same size, other bytes
+    assert sent({"model_kind": "char_rnn"}) == 1
+    assert sent({"model_kind": "gpt2"}) == 1
+    key = f"{prefix}/datasets/poorrichard.jsonl"
+    assert exchange._get(key) == dataset.read_text()
+    assert json.loads(exchange._get(f"{prefix}/request.json")) == {"model_kind": "gpt2"}
+
+
+def test_the_code_archive_depends_on_the_files_only() -> None:
+    archive = training_code_archive()
+    assert archive[4:8] == bytes(4), "gzip's header holds no time: later archives are the same"
+    assert training_code_archive() == archive
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as opened:
+        assert "training/train.py" in opened.getnames()
 
 
 def test_a_published_version_is_pulled_verified_and_hot_loaded(
