@@ -241,7 +241,7 @@ class Launcher:
         give_up_at = since + policy.give_up_seconds
         if now >= give_up_at:
             reason = (
-                f"{exc}; gave up waiting for capacity after {now - since:.0f} s "
+                f"{exc}; gave up waiting to launch after {now - since:.0f} s "
                 f"({failures} launch{'es' if failures != 1 else ''})"
             )
             self._finish(

@@ -271,7 +271,7 @@ def test_no_spot_capacity_for_the_whole_give_up_window_fails_the_job_with_the_ca
     failed = wait_job(queue, job.id, lambda j: j.state.terminal, "gave up")
     assert failed.state is JobState.FAILED
     assert failed.outcome.startswith("no spot capacity: InsufficientInstanceCapacity")
-    assert "gave up waiting for capacity after" in failed.outcome
+    assert "gave up waiting to launch after" in failed.outcome
     assert failed.launch_failures >= 2 and failed.launch_retry_at is None
     assert failed.attempt == 1
     assert live_instances(cloud) == [] and cloud.fleets() == []
