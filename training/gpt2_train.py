@@ -176,11 +176,13 @@ def train_step(
     micro_batches: Sequence[Sequence[torch.Tensor]],
     dtype: torch.dtype | None,
     grad_clip: float,
+    loss_fn: Callable[..., Any] = token_loss,
 ) -> torch.Tensor:
     """One optimizer step over ``micro_batches`` (gradient accumulation); the mean loss.
 
     The loss comes back as a detached device tensor, so a caller that does not log this step
-    never waits for the GPU.
+    never waits for the GPU. ``loss_fn`` is :func:`token_loss` or a compiled version of it
+    (compiling the loss with the model lets the compiler fuse the vocabulary-wide softmax).
     """
     total = torch.zeros((), device=micro_batches[0][0].device)
     n = len(micro_batches)
@@ -188,7 +190,7 @@ def train_step(
         # DDP: only the last micro-batch synchronises gradients.
         with dist.no_sync(model, last=k == n - 1):
             with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype is not None):
-                loss_sum, count = token_loss(model, ids, labels, pos)
+                loss_sum, count = loss_fn(model, ids, labels, pos)
                 loss = loss_sum / count.clamp(min=1) / n
             scaler.scale(loss).backward()
         total += loss.detach().float()

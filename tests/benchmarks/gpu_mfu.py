@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tweet-tokens", type=int, default=40, help="0: no packing (plain causal)")
     p.add_argument("--peak-flops", type=float, default=989e12)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument(
+        "--compile-scope", choices=["model", "loss"], default="model",
+        help="compile the model (as the trainer does) or the model with its loss",
+    )  # fmt: skip
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more steps")
     p.add_argument("--top", type=int, default=20, help="operators to report with --profile")
     return p.parse_args(argv)
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from training.gpt2 import GPT2Settings
-    from training.gpt2_train import make_optimizer, train_step
+    from training.gpt2_train import make_optimizer, token_loss, train_step
 
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
@@ -82,7 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = GPT2Settings(base_model=None, **size, learning_rate=3e-4)
     optimizer = make_optimizer(model, settings, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no scaler
-    step_model = torch.compile(model) if on_gpu and not args.no_compile else model
+    compiled = on_gpu and not args.no_compile
+    step_model, loss_fn = model, token_loss
+    if compiled and args.compile_scope == "model":
+        step_model = torch.compile(model, mode=args.compile_mode)
+    elif compiled:
+        loss_fn = torch.compile(token_loss, mode=args.compile_mode)
 
     b, t = args.batch_size, args.block_size
     ids = torch.randint(0, size["vocab_size"], (b, t), device=device)
@@ -100,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warmup = args.warmup_steps if args.warmup_steps is not None else (10 if on_gpu else 1)
     for _ in range(warmup):  # includes torch.compile's first, slow, steps
-        train_step(step_model, optimizer, scaler, batch, dtype, 1.0)
+        train_step(step_model, optimizer, scaler, batch, dtype, 1.0, loss_fn)
     sync()
     steps, started = 0, time.perf_counter()
     while True:
-        loss = train_step(step_model, optimizer, scaler, batch, dtype, 1.0)
+        loss = train_step(step_model, optimizer, scaler, batch, dtype, 1.0, loss_fn)
         steps += 1
         if args.steps is not None and steps >= args.steps:
             break
@@ -126,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if on_gpu else platform.processor(),
         "dtype": "bf16" if dtype is not None else "fp32",
-        "compiled": on_gpu and not args.no_compile,
+        "compiled": compiled,
+        "compile_scope": args.compile_scope if compiled else None,
+        "compile_mode": (args.compile_mode or "default") if compiled else None,
         "params_without_wpe": n_params,
         "batch_size": b,
         "block_size": t,
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.profile:
         result["top_ops"] = profile_steps(
-            lambda: train_step(step_model, optimizer, scaler, batch, dtype, 1.0),
+            lambda: train_step(step_model, optimizer, scaler, batch, dtype, 1.0, loss_fn),
             args.profile, on_gpu, args.top,
         )  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
