@@ -5,9 +5,10 @@
 #
 # Runs gpu_mfu.py (GPT-2 124M config, bf16, packed 128-token blocks) in the variants worth
 # comparing, each for SECONDS (default 30) after its warm-up, and writes one JSON per variant
-# plus the profile of the trainer's own configuration into OUT_DIR. About 8 minutes on an
-# H200 at the default, torch.compile's warm-ups included. Where the machine lacks a package,
-# carry wheels in .whl/ (see the device notes): they are installed to /tmp/site first.
+# plus the profile of the trainer's own configuration into OUT_DIR. An estimated 8 minutes on
+# an H200 at the default, torch.compile's warm-ups included (not yet run on one). Where the
+# machine lacks a package, carry wheels in .whl/ (see the device notes): they are installed
+# to /tmp/site first.
 set -uo pipefail
 out=${1:?usage: gpu_session.sh OUT_DIR [SECONDS]}
 seconds=${2:-30}
