@@ -224,28 +224,35 @@ class Daemon:
         stamp = _file_stamp(self.config_path)
         if stamp == self._config_stamp:
             return
-        self._config_stamp = stamp
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
+            self._config_stamp = stamp  # one error per bad edit, not one per poll
             log.error("config.invalid", problems=exc.problems, keeping="previous config")
             return
         self._apply_config(new)
+        # Only once applied: an edit that a Redis error interrupted is applied at the next poll.
+        self._config_stamp = stamp
 
     def _apply_config(self, new: BotConfig) -> None:
+        """Apply a valid edit; the Redis steps come first, so a Redis error changes nothing.
+
+        Both Redis steps are idempotent (the schedule is rewritten whole, a retrain bump is
+        answered once), so applying the same edit again after an error is safe.
+        """
         old = self.config
         frozen = [name for name in RESTART_FIELDS if getattr(new, name) != getattr(old, name)]
         if frozen:
             log.warning("config.restart_required", fields=frozen)
             new = new.model_copy(update={name: getattr(old, name) for name in frozen})
+        if new.schedule != old.schedule:
+            schedule_jobs(self._scheduler, new, cadence_from=post_cadence_start(self.state))
+        self.triggers.on_config(new)
         self.config = new
         self.jobs.config = new
         self.service.settings = new.generation
         self.service.filters = new.filters
-        if new.schedule != old.schedule:
-            schedule_jobs(self._scheduler, new, cadence_from=post_cadence_start(self.state))
         log.info("config.applied", retrain_request=new.training.retrain_request)
-        self.triggers.on_config(new)
 
     def _build_launcher(self, queue: RetrainQueue) -> Launcher:
         """The in-process queue consumer (the offline default needs no second process)."""

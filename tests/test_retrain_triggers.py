@@ -124,3 +124,50 @@ def test_parrotbot_retrain_queues_a_job(config_path: Path, queue: RetrainQueue) 
     assert result.stdout.strip() == f"queued job {job.id}" and job.trigger == "cli"
     again = CliRunner().invoke(app, ["retrain", "-c", str(config_path)])
     assert again.stdout.strip() == f"merged into waiting job {job.id}"
+
+
+def test_an_edit_that_a_redis_error_interrupts_is_applied_at_the_next_poll(
+    config_path: Path, redis_client: redis.Redis, redis_url: str, account: str, queue: RetrainQueue
+) -> None:
+    """The config watch must not mark an edit as seen before it took effect: the bump (and
+    a schedule change) would be lost until the next edit."""
+    import socket
+    from types import SimpleNamespace
+
+    from bot.daemon import Daemon
+    from bot.scheduling import build_scheduler
+
+    with socket.socket() as probe:  # a port nothing listens on: every Redis call fails
+        probe.bind(("127.0.0.1", 0))
+        dead = redis.Redis(port=probe.getsockname()[1], socket_connect_timeout=0.5)
+
+    def wire(daemon: Daemon, client: redis.Redis, raw: redis.Redis) -> None:
+        daemon.state = BotState(client, account)
+        daemon.triggers = RetrainTriggers(daemon.state, RetrainQueue(client, account))
+        daemon._scheduler = build_scheduler(daemon.config, raw)  # the job store: no decoding
+
+    daemon = Daemon(load_config(config_path), config_path)
+    daemon.jobs = SimpleNamespace(config=daemon.config)
+    daemon.service = SimpleNamespace(settings=None, filters=None)
+    data = yaml.safe_load(config_path.read_text())
+    data["training"]["retrain_request"] = 1
+    data["schedule"] = {**data.get("schedule", {}), "post_every_seconds": 1234}
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    wire(daemon, dead, dead)
+    with pytest.raises(redis.ConnectionError):
+        daemon._check_config()
+    assert daemon.config.training.retrain_request == 0, "nothing applied halfway"
+    assert queue.list_jobs() == []
+
+    wire(daemon, redis_client, redis.Redis.from_url(redis_url))
+    daemon._scheduler.start(paused=True)
+    try:
+        daemon._check_config()  # the same, unchanged file: applied now
+        post = daemon._scheduler.get_job(f"{account}:post")
+        assert post is not None and post.trigger.interval.total_seconds() == 1234
+    finally:
+        daemon._scheduler.shutdown(wait=False)
+    assert daemon.config.training.retrain_request == 1
+    assert daemon.jobs.config is daemon.config
+    assert [job.trigger for job in queue.list_jobs()] == ["retrain_request:1"]
