@@ -102,7 +102,7 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
     ours_curve = [(r.train_seconds, r.val_loss) for r in points]
     # Our curve is evaluated under the trainer's autocast; the recipes' by the fp32 evaluator.
     # The best weights again through the fp32 evaluator show what that difference is worth.
-    best_fp32 = evaluate(result.model.model.float())
+    best_fp32 = evaluate(result.model.model)  # fp32 weights: autocast never changes them
     ours_tps = points[-1].tokens / max(points[-1].train_seconds, 1e-9)
     target = ht.best
     t_ht = ht.seconds_to(target)
