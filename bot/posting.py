@@ -46,6 +46,9 @@ def post_scheduled(
         tweet = platform.post(text)
     except OutcomeUnknown as exc:
         # A scheduled post is not worth a duplicate: it is neither retried nor reconciled.
+        # It may have gone out, so the cadence counts from it: a leader that takes over
+        # must not post again before the next slot.
+        state.redis.set(state.keys.last_post, f"{time.time():.3f}")
         log.warning("post.outcome_unknown", error=str(exc))
         return None
     except PlatformError as exc:

@@ -67,3 +67,24 @@ def test_refill_then_post_from_the_pool_and_a_swap_discards_it(
     (model_dir / "LATEST").write_text(newer.name)
     assert watcher.check()
     assert pool.size() == 0
+
+
+def test_a_post_whose_outcome_is_unknown_still_sets_the_cadence(
+    tmp_path: Path, trained_checkpoints: Path, state: BotState, emulator, x_platform_factory
+) -> None:
+    """It may have gone out: a leader taking over must wait a whole interval, not post now."""
+    from tests.x_emulator import CREATE, Fault
+
+    shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
+    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
+    watcher = CheckpointWatcher(tmp_path / "checkpoints" / "char_rnn", "char_rnn", service, state)
+    assert watcher.check()
+    platform = x_platform_factory()
+    emulator.inject(CREATE, Fault("lost_response"))
+    before = datetime.now(UTC)
+
+    assert post_scheduled(platform, state, service, TweetPool(state)) is None
+
+    assert len(emulator.requests_to(CREATE)) == 1  # sent once, never retried
+    assert state.recent_posted() == []  # not in the history: nobody knows it went out
+    assert before - timedelta(milliseconds=1) <= last_post_at(state) <= datetime.now(UTC)
