@@ -10,6 +10,7 @@ machine's state; on a shared machine the absolute numbers move, the ratios much 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -30,6 +31,29 @@ BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 # the corpus (GPT-2's own 50,257-token vocabulary would need a download).
 GPT2_SIZES = {"tiny": (2, 4, 128, 90.0), "small": (12, 12, 768, 180.0)}
 VOCAB = 2048
+
+
+def machine() -> str:
+    """The CPU the numbers came from, kept with each section.
+
+    The project's machines change between sessions (one run was on an Intel Xeon with AMX,
+    another on an AMD EPYC), and the ratios depend on the CPU: the GPT-2 rows on whether it
+    does bf16 in hardware, the char-RNN rows on how each trainer spreads over the cores.
+    """
+    model = "unknown CPU"
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+            if model != "unknown CPU" and flags:
+                break
+    bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+    hardware_bf16 = f"bf16 in hardware: {', '.join(bf16)}" if bf16 else "no bf16 in hardware"
+    return f"{os.cpu_count()} cores of {model} ({platform.machine()}, {hardware_bf16})"
 
 
 def _texts() -> tuple[list[str], list[str]]:
@@ -264,15 +288,15 @@ def write_readme(results: dict[str, Any]) -> None:
         return
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    # Each section keeps the time it was measured: runs of one section leave the others be.
+    # Each section keeps when and where it was measured: a run of one leaves the others be.
     times = "; ".join(
-        f"{name} {results[key]['measured_at']}"
+        f"{name} {results[key]['measured_at']} on "
+        f"{results[key].get('machine', results.get('machine', 'an unrecorded machine'))}"
         for key, name in (("gpt2", "GPT-2"), ("char_rnn", "char-RNN"))
         if key in results
     )
     stamp = (
-        f"Measured {times} on {results['machine']}; budgets and caveats in "
-        "[docs/training.md](docs/training.md#results)."
+        f"Measured {times}; budgets and caveats in [docs/training.md](docs/training.md#results)."
     )
     if "generation" in results:
         stamp += (
@@ -293,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results |= {
         "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), CPU shared with other "
-        "jobs while measuring",
+        "machine": machine(),
         "scale": args.scale,
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {s: bench_gpt2(s, args.scale, Path(tmp)) for s in args.sizes.split(",")}
             results["gpt2"] = {
                 "measured_at": results["measured_at"],
+                "machine": results["machine"],
                 # The headline is the weaker size: a target is met only if every size meets it.
                 **{key: _worst(sizes, key) for key in GPT2_HEADLINES},
                 "headline_is": "the lowest ratio over the sizes measured",
@@ -310,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "char_rnn"):
             results["char_rnn"] = bench_char_rnn(args.scale)
             results["char_rnn"]["measured_at"] = results["measured_at"]
+            results["char_rnn"]["machine"] = results["machine"]
     RESULTS.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     write_readme(results)
     print(table(results))

@@ -321,7 +321,7 @@ def bench_novelty(corpus: list[str], samples: int, epochs: int) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.benchmarks.run_benchmarks import write_readme
+    from tests.benchmarks.run_benchmarks import machine, write_readme
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)"
     for section in results.values():
         section["measured_at"] = stamp
-        section["machine"] = f"{os.cpu_count()} CPU cores shared with other jobs; {load}"
+        section["machine"] = f"{machine()}; {load}"
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     existing.update(results)
     RESULTS.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
