@@ -41,6 +41,7 @@ from infra.backends.base import (
     LaunchError,
     Outcome,
     OutcomeKind,
+    Progress,
     Run,
     TransientLaunchError,
 )
@@ -241,7 +242,7 @@ class Launcher:
             fleet_id="",
         )
         try:
-            run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+            run = self.backend.start(job, self._progress(job))
         except TransientLaunchError as exc:
             self._launch_later(job, entry_id, exc, attempt_before)
             return None
@@ -267,6 +268,21 @@ class Launcher:
             )
         self.queue.set_state(job, JobState.RUNNING, **fields)
         return run
+
+    def _progress(self, job: Job) -> Progress:
+        """What a backend reports as the attempt gets going, written to the job's record."""
+
+        def report(**fields: Any) -> None:
+            new_hash = fields.get("dataset_hash")
+            if new_hash == job.dataset_hash:
+                del fields["dataset_hash"]
+            elif new_hash is not None:
+                # The scraper added data while the job waited: this attempt trains on more.
+                log.info("launcher.dataset_changed", old_hash=job.dataset_hash, new_hash=new_hash)
+            if fields:
+                self.queue.update(job, **fields)
+
+        return report
 
     def _launch_later(
         self, job: Job, entry_id: str, exc: TransientLaunchError, attempt_before: int

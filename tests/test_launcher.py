@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
@@ -25,6 +28,7 @@ from infra.retrain_queue import RetrainQueue
 from infra.settings import LaunchRetry
 from tests.conftest import SAMPLE_TIMELINE
 from tests.retrain_helpers import job_spec, wait_job
+from training.dataset import dataset_hash, load_tweets
 from training.publish import read_latest
 
 TINY = {"units": 16, "embedding_dim": 8, "seq_len": 16, "epochs": 1, "batch_size": 64}
@@ -110,6 +114,37 @@ def test_a_failing_trainer_fails_the_job_with_its_log_tail(
     assert failed.outcome.startswith("trainer failed") and "broken.jsonl" in failed.outcome
     assert any("train.failed" in line for line in failed.log_tail)
     assert failed.attempt == 1, "a failure is not retried"
+
+
+def scrape_more(dataset: Path) -> str:
+    """What the scraper does: rename a file with one more tweet over the dataset; its hash."""
+    tweet = {"id": "1873368704429834999", "text": "Lost time is never found again."}
+    replacement = dataset.with_name(f".{dataset.name}.tmp")
+    replacement.write_bytes(dataset.read_bytes() + (json.dumps(tweet) + "\n").encode())
+    os.replace(replacement, dataset)
+    return dataset_hash(load_tweets([dataset]))
+
+
+def test_a_job_records_the_data_its_attempt_trained_on(
+    queue: RetrainQueue, launchers, account: str, volume: Path
+) -> None:
+    """Regression: the record kept the dataset hash of when the job was queued, though the
+    trainer read the datasets as they were when it started."""
+    path = volume / "datasets" / "poorrichard.jsonl"
+    queued_hash = dataset_hash(load_tweets([path]))
+    spec = job_spec(account, [str(path)], model_config=TINY)
+    job = queue.request(dataclasses.replace(spec, dataset_hash=queued_hash)).job
+    new_hash = scrape_more(path)  # while the job waits (here: for a launcher)
+    assert new_hash != queued_hash and queue.get(job.id).dataset_hash == queued_hash
+    with capture_logs() as logs:
+        launchers()
+        done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE, done.log_tail
+    assert done.dataset_hash == new_hash
+    manifest = volume / "checkpoints" / "char_rnn" / done.version / "manifest.json"
+    assert json.loads(manifest.read_text())["dataset_hash"] == new_hash  # what it trained on
+    changed = [e for e in logs if e["event"] == "launcher.dataset_changed"]
+    assert [(e["old_hash"], e["new_hash"]) for e in changed] == [(queued_hash, new_hash)]
 
 
 def _alive(pid: int) -> bool:

@@ -1,6 +1,7 @@
 """The aws backend: one attempt of a job on one EC2 spot instance.
 
-Launching: upload the job to S3, make the job's launch template with the rendered user-data,
+Launching: upload the job to S3 (recording on the job the hash of the datasets sent, which may
+be newer than when it was queued), make the job's launch template with the rendered user-data,
 get one instance from an instant spot fleet (the data volume's zone first), move the volume
 into the instance's zone if it is elsewhere, then tag the instance with the volume and fleet
 ids, which is what the waiting user-data reads to attach the volume. Until the fleet has
@@ -18,6 +19,8 @@ or job template behind, and the volume detached.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,13 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from infra.backends.base import LaunchError, Outcome, OutcomeKind, Progress
+from infra.backends.base import (
+    LaunchError,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    current_dataset_hash,
+)
 from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud
 from infra.exchange import S3Exchange
 from infra.fleet import Fleets, before_launch
@@ -78,8 +87,7 @@ class AwsBackend:
         with before_launch("cannot end the job's leftover instances"):
             self._end_leftovers(job)
         template_id = self.template_id()
-        with before_launch("cannot upload the job to S3"):
-            self.exchange.upload_job(job.id, [Path(p) for p in job.datasets], self._request(job))
+        self._upload(job, progress)
         with before_launch("cannot find the data volume"):
             data_volume = self.volume.find()
         prefer = data_volume["AvailabilityZone"] if data_volume else None
@@ -154,6 +162,20 @@ class AwsBackend:
         if not job.instance_id.startswith("i-"):
             return None
         return AwsRun(self, job, job.instance_id, job.fleet_id)
+
+    def _upload(self, job: Job, progress: Progress) -> None:
+        """Upload the job for the instance, and record the hash of the datasets it sent.
+
+        The datasets are copied first and both hashed and sent from the copies: the scraper
+        renames new files over them at any time, and the record must name what was sent.
+        """
+        with tempfile.TemporaryDirectory(prefix="parrotbot-upload-") as folder:
+            datasets = [Path(shutil.copyfile(p, Path(folder) / Path(p).name)) for p in job.datasets]
+            data_hash = current_dataset_hash(datasets)
+            with before_launch("cannot upload the job to S3"):
+                self.exchange.upload_job(job.id, datasets, self._request(job))
+        if data_hash is not None:
+            progress(dataset_hash=data_hash)
 
     def _request(self, job: Job) -> dict[str, Any]:
         """The training request in the instance's paths: everything of the job on the volume."""

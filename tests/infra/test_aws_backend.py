@@ -8,6 +8,7 @@ reclaim does).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ from tests.infra.helpers import (
     publish_to_s3,
 )
 from tests.retrain_helpers import job_spec, wait_job
+from tests.test_launcher import scrape_more
+from training.dataset import dataset_hash, load_tweets
 
 
 @pytest.fixture
@@ -481,3 +484,32 @@ def test_aws_out_of_reach_before_the_launch_is_a_reason_to_wait(
     assert str(raised.value).startswith(
         "cannot end the job's leftover instances: EndpointConnectionError: "
     ), raised.value
+
+
+def test_a_job_that_waited_records_the_data_its_launch_uploaded(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    """Regression: the record kept the dataset hash of when the job was queued, though each
+    launch uploads the datasets as they are then (the instance trains on those)."""
+    setup(cloud)
+    aws_faults.no_instances()
+    dataset = tmp_path / "datasets" / "poorrichard.jsonl"
+    dataset.parent.mkdir(parents=True)
+    dataset.write_bytes(SAMPLE_TIMELINE.read_bytes())
+    queued_hash = dataset_hash(load_tweets([dataset]))
+    spec = dataclasses.replace(job_spec(account, [str(dataset)]), dataset_hash=queued_hash)
+    job = queue.request(spec).job
+    with capture_logs() as logs:
+        start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY))
+        assert waited(queue, job.id, 2).dataset_hash == queued_hash  # uploaded as queued
+
+        new_hash = scrape_more(dataset)
+        aws_faults.capacity_back()
+        running = running_on(queue, job.id, cloud)
+    assert running.dataset_hash == new_hash != queued_hash
+    exchange = S3Exchange(cloud.settings, account, cloud)
+    key = f"{exchange.job_prefix(job.id)}/datasets/poorrichard.jsonl"
+    assert exchange._get(key).encode() == dataset.read_bytes()
+    changed = [e for e in logs if e["event"] == "launcher.dataset_changed"]
+    assert [(e["old_hash"], e["new_hash"]) for e in changed] == [(queued_hash, new_hash)]
