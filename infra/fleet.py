@@ -12,20 +12,36 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from infra.backends.base import LaunchError, TransientLaunchError
 from infra.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, aws_error, is_transient
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 WAIT = {"Delay": 5, "MaxAttempts": 120}
+
+# Once the instance exists, AWS failing cannot send the job back to wait (a relaunch could leave
+# two instances), so the calls right after the launch ride out a short outage themselves, on top
+# of botocore's own retries: this many tries, the waits between them doubling from the first.
+AFTER_LAUNCH_TRIES = 4
+AFTER_LAUNCH_FIRST_WAIT_SECONDS = 0.5
+AFTER_LAUNCH_MAX_WAIT_SECONDS = 4.0
 
 # CreateFleet errors that mean "no instance at this price here, now": capacity comes back and
 # prices move, so the launch is tried again later. Any other error (an unsupported type, a
@@ -61,6 +77,39 @@ def before_launch(step: str) -> Iterator[None]:
         if isinstance(exc, ClientError):
             raise LaunchError(f"{step}: {aws_error(exc)}") from exc
         raise
+
+
+def after_launch(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(...)`, tried again after a short wait while AWS fails transiently (`is_transient`).
+
+    For the steps after the fleet launch: their caller ends the instance if this still fails.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(
+            multiplier=AFTER_LAUNCH_FIRST_WAIT_SECONDS, max=AFTER_LAUNCH_MAX_WAIT_SECONDS
+        ),
+        stop=stop_after_attempt(AFTER_LAUNCH_TRIES),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(call, *args, **kwargs)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "fleet.aws_retry",
+        call=getattr(state.fn, "__name__", str(state.fn)),
+        attempt=state.attempt_number,
+        wait_s=round(state.upcoming_sleep, 2),
+        error=aws_error(exc) if exc else None,
+    )
+
+
+def left_running(instance_id: str) -> str:
+    """What a launch's failure adds when its instance could not be ended either."""
+    return f" (instance {instance_id} may still run: `parrotbot infra gc` ends it)"
 
 
 @dataclass(frozen=True)
@@ -201,7 +250,14 @@ class Fleets:
             log.warning("fleet.no_capacity", zones=group, errors=errors)
             return None
         instance_id = instances[0]["InstanceIds"][0]
-        described = self.describe(instance_id)
+        try:
+            described = after_launch(self.describe, instance_id)
+        except (BotoCoreError, ClientError) as exc:
+            ended = self.abandon(instance_id, fleet_id)
+            raise LaunchError(
+                f"cannot describe the launched instance {instance_id} (describe_instances): "
+                f"{aws_error(exc)}{'' if ended else left_running(instance_id)}"
+            ) from exc
         launched = Launched(
             fleet_id=fleet_id,
             instance_id=instance_id,
@@ -245,19 +301,47 @@ class Fleets:
         return reply["Reservations"][0]["Instances"][0]
 
     def spot_price(self, instance_type: str, zone: str) -> float | None:
-        """The current spot price in USD per hour, for the cost estimate."""
+        """The current spot price in USD per hour, for the cost estimate.
+
+        None when AWS cannot say, even after a short retry: the instance is up by now, and a
+        cost estimate (then capped by `max_price`, or unknown) is not worth ending it for.
+        """
         try:
-            history = self.ec2.describe_spot_price_history(
+            history = after_launch(
+                self.ec2.describe_spot_price_history,
                 InstanceTypes=[instance_type],
                 Filters=[{"Name": "availability-zone", "Values": [zone]}],
                 ProductDescriptions=["Linux/UNIX"],
                 StartTime=dt.datetime.now(dt.UTC),
                 MaxResults=1,
             )["SpotPriceHistory"]
-        except ClientError as exc:
-            log.warning("fleet.spot_price_unknown", error=str(exc))
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("fleet.spot_price_unknown", error=aws_error(exc))
             return None
         return float(history[0]["SpotPrice"]) if history else None
+
+    def abandon(self, instance_id: str, fleet_id: str | None) -> bool:
+        """End an instance whose launch cannot go on; False (logged) when AWS would not let us.
+
+        Left running it would wait for its volume tag until `parrotbot infra gc`. No wait for
+        the end (DescribeInstances may be what is failing): nothing is attached to it yet, and
+        EC2 ends an instance whose termination it accepted.
+        """
+        try:
+            if fleet_id:
+                after_launch(self.delete, fleet_id)
+            after_launch(self.ec2.terminate_instances, InstanceIds=[instance_id])
+        except (BotoCoreError, ClientError) as exc:
+            log.error(
+                "fleet.instance_left_running",
+                instance_id=instance_id,
+                fleet_id=fleet_id,
+                error=aws_error(exc),
+                next_step="parrotbot infra gc",
+            )
+            return False
+        log.warning("fleet.instance_abandoned", instance_id=instance_id, fleet_id=fleet_id)
+        return True
 
     def terminate(self, instance_id: str, fleet_id: str | None) -> None:
         """Delete the fleet (terminating its instance) and wait until the instance is gone."""

@@ -1,6 +1,6 @@
 """The launcher: consumes the retrain queue and drives each job to an outcome on a backend.
 
-One launcher runs one job at a time. It runs in its own process (`parrotbot launcher`, the
+One launcher drives one job at a time. It runs in its own process (`parrotbot launcher`, the
 Procfile's second process) or, for the offline default, as a thread inside the daemon. Several
 launchers may consume one account's queue; the queue keeps one job per model in flight and
 hands a dead launcher's job to a live one, which adopts the attempt where it stood.
@@ -11,11 +11,20 @@ from its last checkpoint, until `max_attempts` is spent. A launch that cannot be
 (no spot capacity) goes back to queued too, without spending an attempt: the launcher tries
 again after a delay that doubles each time (the backend's `launch_retry`), and fails the job
 only once it has waited `give_up_seconds`.
+
+Meanwhile the waiting job is *parked*, not waited for: the launcher keeps its entry claimed (the
+heartbeat touches it) and its model's slot taken, and goes on taking jobs of other models. Once
+the next launch is due and the launcher is free it drives the job again. It is free only
+between jobs: a launcher follows one run at a time (on aws every job needs the account's one
+data volume), so a launch that falls due while another job runs is tried when that job ends.
+A stopping launcher hands its parked jobs on; a dead one's are claimed by another launcher,
+which parks them until the same `launch_retry_at`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -32,6 +41,7 @@ from infra.backends.base import (
     LaunchError,
     Outcome,
     OutcomeKind,
+    Progress,
     Run,
     TransientLaunchError,
 )
@@ -67,6 +77,10 @@ class Launcher:
         self.stop_timeout = 8.0
         self._thread: threading.Thread | None = None
         self._claim_lock = threading.Lock()  # a heartbeat's touch never lands after a release
+        # Entries the heartbeat keeps claimed: the job being driven and the parked ones.
+        self._held: set[str] = set()
+        # Parked entries (jobs waiting to launch) and when each one's next launch is due.
+        self._parked: dict[str, float] = {}
 
     # --- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +97,12 @@ class Launcher:
 
     def run(self) -> None:
         log.info("launcher.started", consumer=self.consumer, backend=self.backend.name)
+        with self._heartbeat():
+            self._consume()
+        self._hand_on_parked()
+        log.info("launcher.stopped", consumer=self.consumer)
+
+    def _consume(self) -> None:
         ready = False
         while not self.stop_event.is_set():
             try:
@@ -97,26 +117,41 @@ class Launcher:
             except Exception:
                 log.exception("launcher.step_failed")
                 self.stop_event.wait(1.0)
-        log.info("launcher.stopped", consumer=self.consumer)
 
     def step(self) -> bool:
-        """Take one job that can run now and drive it; False when there was none."""
+        """Take one job that can run now and drive it; False when there was none.
+
+        `run()` keeps the entries of parked jobs claimed; a caller of `step()` alone must.
+        """
         self.queue.reclaim(self.consumer, self.claim_idle_ms)
         for delivery in self.queue.pending(self.consumer):
             if self._process(delivery):
                 return True
         if self.stop_event.is_set():
             return False
-        for delivery in self.queue.read_new(self.consumer, self.block_ms):
+        for delivery in self.queue.read_new(self.consumer, self._block_ms()):
             if self._process(delivery):
                 return True
         return False
 
+    def _block_ms(self) -> int:
+        """How long to wait for a new entry: no longer than until a parked launch is due."""
+        with self._claim_lock:  # the heartbeat drops parked entries another launcher took
+            soonest = min(self._parked.values(), default=None)
+        if soonest is None:
+            return self.block_ms
+        due_in_ms = (soonest - time.time()) * 1000
+        return max(1, min(self.block_ms, math.ceil(due_in_ms)))  # BLOCK 0 would wait forever
+
     # --- one job ---------------------------------------------------------------------
     def _process(self, delivery: Delivery) -> bool:
+        due_at = self._parked.get(delivery.entry_id)
+        if due_at is not None and due_at > time.time():
+            return False  # parked: its next launch is not due yet
         job = self.queue.get(delivery.job_id) if delivery.job_id else None
         if job is None or job.state.terminal:
             # Trimmed, or its outcome is recorded already: nothing to run.
+            self._let_go_of(delivery.entry_id)
             self.queue.ack(delivery.entry_id)
             return False
         if not self.queue.acquire(job):
@@ -124,9 +159,12 @@ class Launcher:
             return False
         with (
             structlog.contextvars.bound_contextvars(job_id=job.id),
-            self._keep_claimed(delivery.entry_id),
+            self._holding(delivery.entry_id),
         ):
-            log.info("launcher.job_taken", trigger=job.trigger, state=job.state.value)
+            if due_at is None:
+                log.info("launcher.job_taken", trigger=job.trigger, state=job.state.value)
+            else:
+                log.info("launcher.launch_due", failures=job.launch_failures)
             self._drive(job, delivery.entry_id)
         return True
 
@@ -137,8 +175,8 @@ class Launcher:
                 return
             run = self._adopt(job)
             if run is None:
-                if self._wait_for_launch(job):
-                    continue  # the wait ended (or a stop cut it short): look again
+                if self._park(job, entry_id):
+                    return  # back to it once its next launch is due
                 if job.attempt >= self.max_attempts:
                     self._finish(job, entry_id, _failed(f"gave up after {job.attempt} attempts"))
                     return
@@ -170,18 +208,23 @@ class Launcher:
             log.info("launcher.job_adopted", instance_id=run.instance_id, attempt=job.attempt)
         return run
 
-    def _wait_for_launch(self, job: Job) -> bool:
-        """Wait (while the heartbeat keeps the entry) until the job's next launch is due.
+    def _park(self, job: Job, entry_id: str) -> bool:
+        """Set aside a job whose next launch is not due yet; False when it is due now.
 
-        False when it is due now; True after a wait, which a stop cuts short.
+        Sleeping here instead held the launcher for the whole wait (up to `give_up_seconds`)
+        while jobs of other models that could run now waited behind it. Parked, the job keeps
+        its entry (the heartbeat touches it) and its model's slot, so no other launcher takes
+        it and no second job of its model starts; `step()` drives it again once it is due.
         """
-        delay = (job.launch_retry_at or 0.0) - time.time()
+        due_at = job.launch_retry_at or 0.0
+        delay = due_at - time.time()
         if delay <= 0:
             return False
+        with self._claim_lock:
+            self._parked[entry_id] = due_at
         log.info(
             "launcher.launch_waiting", retry_in_s=round(delay, 1), failures=job.launch_failures
         )
-        self.stop_event.wait(delay)
         return True
 
     def _launch(self, job: Job, entry_id: str) -> Run | None:
@@ -199,7 +242,7 @@ class Launcher:
             fleet_id="",
         )
         try:
-            run = self.backend.start(job, lambda **fields: self.queue.update(job, **fields))
+            run = self.backend.start(job, self._progress(job))
         except TransientLaunchError as exc:
             self._launch_later(job, entry_id, exc, attempt_before)
             return None
@@ -225,6 +268,21 @@ class Launcher:
             )
         self.queue.set_state(job, JobState.RUNNING, **fields)
         return run
+
+    def _progress(self, job: Job) -> Progress:
+        """What a backend reports as the attempt gets going, written to the job's record."""
+
+        def report(**fields: Any) -> None:
+            new_hash = fields.get("dataset_hash")
+            if new_hash == job.dataset_hash:
+                del fields["dataset_hash"]
+            elif new_hash is not None:
+                # The scraper added data while the job waited: this attempt trains on more.
+                log.info("launcher.dataset_changed", old_hash=job.dataset_hash, new_hash=new_hash)
+            if fields:
+                self.queue.update(job, **fields)
+
+        return report
 
     def _launch_later(
         self, job: Job, entry_id: str, exc: TransientLaunchError, attempt_before: int
@@ -267,28 +325,20 @@ class Launcher:
         )
 
     @contextlib.contextmanager
-    def _keep_claimed(self, entry_id: str) -> Iterator[None]:
-        """Touch the entry while this launcher drives its job, so no other takes it for dead.
+    def _heartbeat(self) -> Iterator[None]:
+        """Touch the entries this launcher holds, so no other launcher takes them for dead.
 
         A spot launch or a cleanup can outlast `claim_idle_seconds` (uploads, the fleet,
-        moving the volume, waiting for an instance to end); an entry left idle that long is
-        claimed by a live launcher, which finds no instance recorded yet and launches the job
-        a second time. Only a dead launcher stops touching; a stopping one releases its entry
-        and must not touch it again.
+        moving the volume, waiting for an instance to end), and a parked job waits far longer;
+        an entry left idle that long is claimed by a live launcher, which would launch the job
+        a second time. Only a dead launcher stops touching; a stopping one releases its
+        entries and must not touch them again.
         """
         done = threading.Event()
 
         def beat() -> None:
-            while True:
-                try:
-                    with self._claim_lock:
-                        if self.stop_event.is_set():
-                            return
-                        self.queue.touch(entry_id, self.consumer)
-                except redis.RedisError as exc:
-                    log.warning("redis.unavailable", error=str(exc), during="launcher heartbeat")
-                if done.wait(self.claim_idle_ms / 3000):
-                    return
+            while not done.wait(self.claim_idle_ms / 3000):
+                self._touch_held()
 
         thread = threading.Thread(target=beat, name="launch-heartbeat", daemon=True)
         thread.start()
@@ -298,10 +348,58 @@ class Launcher:
             done.set()
             thread.join()
 
+    def _touch_held(self) -> None:
+        with self._claim_lock:
+            if self.stop_event.is_set():
+                return
+            for entry_id in sorted(self._held):
+                try:
+                    owned = self.queue.touch(entry_id, self.consumer)
+                except redis.RedisError as exc:
+                    log.warning("redis.unavailable", error=str(exc), during="launcher heartbeat")
+                    return
+                if not owned and self._parked.pop(entry_id, None) is not None:
+                    # This launcher stalled past claim_idle and another one took the job over.
+                    self._held.discard(entry_id)
+                    log.warning("launcher.job_lost", entry=entry_id, reason="claimed while parked")
+
+    @contextlib.contextmanager
+    def _holding(self, entry_id: str) -> Iterator[None]:
+        """Keep the entry claimed while its job is driven, and after that if it was parked."""
+        with self._claim_lock:
+            self._parked.pop(entry_id, None)
+            self._held.add(entry_id)
+            # At once: it may have waited for its model's slot, untouched, nearly claim_idle.
+            self.queue.touch(entry_id, self.consumer)
+        try:
+            yield
+        finally:
+            with self._claim_lock:
+                if entry_id not in self._parked:
+                    self._held.discard(entry_id)
+
+    def _let_go_of(self, entry_id: str) -> None:
+        with self._claim_lock:
+            self._parked.pop(entry_id, None)
+            self._held.discard(entry_id)
+
     def _release(self, entry_id: str) -> None:
         """Hand the entry on at once (the launcher is stopping; the heartbeat has ended)."""
         with self._claim_lock:
+            self._parked.pop(entry_id, None)
+            self._held.discard(entry_id)
             self.queue.release(entry_id, self.consumer)
+
+    def _hand_on_parked(self) -> None:
+        """The launcher stops: its parked jobs go to the next launcher, waits and all."""
+        for entry_id in sorted(self._parked):
+            try:
+                self._release(entry_id)
+            except redis.RedisError as exc:
+                # Left pending: another launcher claims it after claim_idle instead of at once.
+                log.warning("redis.unavailable", error=str(exc), during="launcher stop")
+                return
+            log.info("launcher.wait_handed_on", entry=entry_id)
 
     def _follow(self, job: Job, entry_id: str, run: Run) -> Outcome | None:
         """Poll the run until it has an outcome; None when this launcher let go of the job."""

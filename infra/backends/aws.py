@@ -1,12 +1,16 @@
 """The aws backend: one attempt of a job on one EC2 spot instance.
 
-Launching: upload the job to S3, make the job's launch template with the rendered user-data,
+Launching: upload the job to S3 (recording on the job the hash of the datasets sent, which may
+be newer than when it was queued), make the job's launch template with the rendered user-data,
 get one instance from an instant spot fleet (the data volume's zone first), move the volume
 into the instance's zone if it is elsewhere, then tag the instance with the volume and fleet
 ids, which is what the waiting user-data reads to attach the volume. Until the fleet has
 launched, AWS failing transiently (throttling, a 5xx, a dropped connection) sends the job back
 to wait like a shortage of capacity; the uploads it already made are not repeated. From the
-launch on, an error is not retried that way: a second launch could leave two instances.
+launch on, an error is not retried that way: a second launch could leave two instances. The
+calls after the launch ride out a short outage themselves (`after_launch`), and if one still
+fails the attempt is cleaned up (instance, fleet, job template) before the job fails; only the
+spot price, needed for nothing but the cost estimate, may fail without failing the launch.
 
 Tracking (every `poll_seconds`): a complete version under the job's S3 prefix means done (the
 launcher promotes it for the daemons to pull); a "failed" status means failed; an instance gone
@@ -18,6 +22,8 @@ or job template behind, and the volume detached.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +31,16 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from infra.backends.base import LaunchError, Outcome, OutcomeKind, Progress
-from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud
+from infra.backends.base import (
+    LaunchError,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    current_dataset_hash,
+)
+from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud, aws_error
 from infra.exchange import S3Exchange
-from infra.fleet import Fleets, before_launch
+from infra.fleet import Fleets, after_launch, before_launch, left_running
 from infra.job import Job
 from infra.settings import AwsSettings
 from infra.userdata import UserDataParams, render
@@ -78,8 +90,7 @@ class AwsBackend:
         with before_launch("cannot end the job's leftover instances"):
             self._end_leftovers(job)
         template_id = self.template_id()
-        with before_launch("cannot upload the job to S3"):
-            self.exchange.upload_job(job.id, [Path(p) for p in job.datasets], self._request(job))
+        self._upload(job, progress)
         with before_launch("cannot find the data volume"):
             data_volume = self.volume.find()
         prefer = data_volume["AvailabilityZone"] if data_volume else None
@@ -124,21 +135,24 @@ class AwsBackend:
             spot_price=price,
         )
         run = AwsRun(self, job, launched.instance_id, launched.fleet_id)
+        zone = launched.availability_zone
         try:
-            volume = self.volume.ensure_in(launched.availability_zone)
-        except (ClientError, WaiterError) as exc:
-            run.cleanup()
-            raise LaunchError(
-                f"cannot bring the data volume to {launched.availability_zone}: {exc}"
-            ) from exc
-        # The user-data waits for these tags before it attaches the volume.
-        self.cloud.ec2.create_tags(
-            Resources=[launched.instance_id],
-            Tags=[
-                {"Key": TAG_VOLUME, "Value": volume["VolumeId"]},
-                {"Key": TAG_FLEET, "Value": launched.fleet_id},
-            ],
-        )
+            volume = self.volume.ensure_in(zone)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._abandon(run, f"cannot bring the data volume to {zone}", exc) from exc
+        try:
+            # The user-data waits for these tags before it attaches the volume.
+            after_launch(
+                self.cloud.ec2.create_tags,
+                Resources=[launched.instance_id],
+                Tags=[
+                    {"Key": TAG_VOLUME, "Value": volume["VolumeId"]},
+                    {"Key": TAG_FLEET, "Value": launched.fleet_id},
+                ],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            step = f"cannot tag instance {launched.instance_id} with its volume (create_tags)"
+            raise self._abandon(run, step, exc) from exc
         log.info(
             "aws.job_launched",
             job_id=job.id,
@@ -149,11 +163,45 @@ class AwsBackend:
         )
         return run
 
+    def _abandon(self, run: AwsRun, step: str, exc: Exception) -> LaunchError:
+        """The attempt cannot go on after its launch: end it, then say why (step, AWS code).
+
+        Raising out of `start()` with the instance up left it waiting for its volume tag, and
+        its fleet and job template in place, until `parrotbot infra gc`.
+        """
+        reason = f"{step}: {aws_error(exc)}"
+        log.error("aws.launch_abandoned", instance_id=run.instance_id, reason=reason)
+        try:
+            after_launch(run.cleanup)
+        except (BotoCoreError, ClientError) as cleanup_exc:
+            log.error(
+                "aws.cleanup_failed",
+                instance_id=run.instance_id,
+                error=aws_error(cleanup_exc),
+                next_step="parrotbot infra gc",
+            )
+            reason += left_running(run.instance_id)
+        return LaunchError(reason)
+
     def adopt(self, job: Job) -> AwsRun | None:
         """Follow the instance a stopped or dead launcher left (or learn how it ended)."""
         if not job.instance_id.startswith("i-"):
             return None
         return AwsRun(self, job, job.instance_id, job.fleet_id)
+
+    def _upload(self, job: Job, progress: Progress) -> None:
+        """Upload the job for the instance, and record the hash of the datasets it sent.
+
+        The datasets are copied first and both hashed and sent from the copies: the scraper
+        renames new files over them at any time, and the record must name what was sent.
+        """
+        with tempfile.TemporaryDirectory(prefix="parrotbot-upload-") as folder:
+            datasets = [Path(shutil.copyfile(p, Path(folder) / Path(p).name)) for p in job.datasets]
+            data_hash = current_dataset_hash(datasets)
+            with before_launch("cannot upload the job to S3"):
+                self.exchange.upload_job(job.id, datasets, self._request(job))
+        if data_hash is not None:
+            progress(dataset_hash=data_hash)
 
     def _request(self, job: Job) -> dict[str, Any]:
         """The training request in the instance's paths: everything of the job on the volume."""

@@ -7,13 +7,18 @@ processes, instances and volumes, and leave nothing running once `cleanup()` ret
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
+
+import structlog
 
 from infra.job import Job
 from infra.settings import LaunchRetry
+
+log = structlog.get_logger(__name__)
 
 
 class OutcomeKind(StrEnum):
@@ -46,7 +51,7 @@ class TransientLaunchError(LaunchError):
 
 
 # Called by a backend as the attempt gets its machine: fields for the job record
-# (instance_id, availability_zone, spot_price, …).
+# (instance_id, availability_zone, spot_price, the dataset_hash of what it trains on, …).
 Progress = Callable[..., None]
 
 
@@ -100,3 +105,20 @@ def tail_lines(text: str, lines: int) -> list[str]:
 def as_fields(**values: Any) -> dict[str, Any]:
     """Drop None values: a backend reports only what it knows."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+def current_dataset_hash(paths: Sequence[str | Path]) -> str | None:
+    """The hash of the datasets as they are now, as the trainer's manifest will record it.
+
+    A job's `dataset_hash` is taken when it is queued; a job that waited (for capacity, for its
+    model's slot, for another attempt) trains on what the scraper has added since, so each
+    attempt records what it actually gets. None when the files cannot be read as a dataset:
+    the trainer then fails with the reason, which is the better place to report it.
+    """
+    from training.dataset import DatasetError, dataset_hash, load_tweets
+
+    try:
+        return dataset_hash(load_tweets([Path(p) for p in paths]))
+    except DatasetError as exc:
+        log.warning("launcher.dataset_unreadable", error=str(exc))
+        return None

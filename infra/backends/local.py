@@ -24,7 +24,15 @@ from pathlib import Path
 
 import structlog
 
-from infra.backends.base import LaunchError, Outcome, OutcomeKind, Progress, tail_lines
+from infra.backends.base import (
+    LaunchError,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    as_fields,
+    current_dataset_hash,
+    tail_lines,
+)
 from infra.job import Job
 from infra.settings import LaunchRetry
 from infra.training_request import TrainingRequest
@@ -148,6 +156,9 @@ class LocalBackend:
         command = [sys.executable, *TRAINER, "--request", str(request_path)]
         if job.attempt > 1 and trainer_can_resume():
             command.append("--resume")
+        # The trainer reads the datasets a moment later; a scrape landing in between shows in
+        # its manifest, which remains the authority on what a version was trained on.
+        data_hash = current_dataset_hash(job.datasets)
         try:
             with log_path.open("ab") as log_file:
                 process = subprocess.Popen(
@@ -162,7 +173,7 @@ class LocalBackend:
         except OSError as exc:
             raise LaunchError(f"cannot start the trainer: {exc}") from exc
         run = LocalRun(process.pid, log_path, request_path, process)
-        progress(instance_id=run.instance_id)
+        progress(instance_id=run.instance_id, **as_fields(dataset_hash=data_hash))
         log.info(
             "training.started",
             backend=self.name,

@@ -16,9 +16,12 @@ to moto unchanged unless the test armed a fault for it:
   answer, but the body stops halfway and the connection closes), for the next `times`
   requests or for good; an error never reaches moto (a refused PUT stores nothing);
   `s3_healthy()` ends them all;
-- `ec2_fault(action, kind, times)`: the EC2 action (`DescribeLaunchTemplates`, …) is answered
-  with a `throttle` (503 RequestLimitExceeded) or an `error` (500 InternalError), for the
-  next `times` requests or for good, without reaching moto; `ec2_healthy()` ends them.
+- `ec2_fault(action, kind, times, after=None)`: the EC2 action (`DescribeLaunchTemplates`, …)
+  is answered with a `throttle` (503 RequestLimitExceeded) or an `error` (500 InternalError),
+  or `drop`ped (the connection closed with no answer), for the next `times` requests or for
+  good, without reaching moto; with `after` (an action such as `CreateFleet`), only once the
+  proxy has seen that action: the same call then fails after the launch and not before it;
+  `ec2_healthy()` ends them.
 
 botocore retries what a fault answers (5 times with `Cloud`'s defaults, after random waits of
 up to 1, 2, 4, 8, 16 s for throttling, a twentieth of that for a 5xx): `times` counts requests,
@@ -53,6 +56,7 @@ class Fault:
     target: str  # S3: "<METHOD> <bucket>/<key prefix>"; EC2: "ec2:<Action>"
     kind: str
     times: int | None  # None: for good
+    after: str | None = None  # "ec2:<Action>": armed once such a request has been seen
 
 
 class AwsFaults:
@@ -98,11 +102,15 @@ class AwsFaults:
         with self.lock:
             self.faults = [f for f in self.faults if f.target.startswith("ec2:")]
 
-    def ec2_fault(self, action: str, kind: str, times: int | None = None) -> None:
-        if kind not in EC2_ERRORS:
+    def ec2_fault(
+        self, action: str, kind: str, times: int | None = None, after: str | None = None
+    ) -> None:
+        if kind not in (*EC2_ERRORS, "drop"):
             raise ValueError(f"unknown EC2 fault {kind!r}")
         with self.lock:
-            self.faults.append(Fault(f"ec2:{action}", kind, times))
+            self.faults.append(
+                Fault(f"ec2:{action}", kind, times, after=f"ec2:{after}" if after else None)
+            )
 
     def ec2_healthy(self) -> None:
         with self.lock:
@@ -138,6 +146,8 @@ class AwsFaults:
         with self.lock:
             self.requests[request] += 1
             for fault in self.faults:
+                if fault.after is not None and not self.requests[fault.after]:
+                    continue
                 if request == fault.target or (
                     not request.startswith("ec2:") and request.startswith(fault.target)
                 ):
@@ -169,6 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
         action = _form(body).get("Action") if self.command == "POST" else None
         if action is not None:
             kind = faults.take_fault(f"ec2:{action}")
+            if kind == "drop":
+                self.close_connection = True  # no answer at all: the client sees it closed
+                return None
             if kind is not None:
                 status, code, message = EC2_ERRORS[kind]
                 return self._send(status, _ec2_error(code, message))

@@ -8,6 +8,7 @@ reclaim does).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,8 @@ from tests.infra.helpers import (
     publish_to_s3,
 )
 from tests.retrain_helpers import job_spec, wait_job
+from tests.test_launcher import scrape_more
+from training.dataset import dataset_hash, load_tweets
 
 
 @pytest.fixture
@@ -481,3 +484,116 @@ def test_aws_out_of_reach_before_the_launch_is_a_reason_to_wait(
     assert str(raised.value).startswith(
         "cannot end the job's leftover instances: EndpointConnectionError: "
     ), raised.value
+
+
+def test_a_job_that_waited_records_the_data_its_launch_uploaded(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str,
+) -> None:  # fmt: skip
+    """Regression: the record kept the dataset hash of when the job was queued, though each
+    launch uploads the datasets as they are then (the instance trains on those)."""
+    setup(cloud)
+    aws_faults.no_instances()
+    dataset = tmp_path / "datasets" / "poorrichard.jsonl"
+    dataset.parent.mkdir(parents=True)
+    dataset.write_bytes(SAMPLE_TIMELINE.read_bytes())
+    queued_hash = dataset_hash(load_tweets([dataset]))
+    spec = dataclasses.replace(job_spec(account, [str(dataset)]), dataset_hash=queued_hash)
+    job = queue.request(spec).job
+    with capture_logs() as logs:
+        start_launcher(settings_with(cloud, ami_id, launch_retry=FAST_RETRY))
+        assert waited(queue, job.id, 2).dataset_hash == queued_hash  # uploaded as queued
+
+        new_hash = scrape_more(dataset)
+        aws_faults.capacity_back()
+        running = running_on(queue, job.id, cloud)
+    assert running.dataset_hash == new_hash != queued_hash
+    exchange = S3Exchange(cloud.settings, account, cloud)
+    key = f"{exchange.job_prefix(job.id)}/datasets/poorrichard.jsonl"
+    assert exchange._get(key).encode() == dataset.read_bytes()
+    changed = [e for e in logs if e["event"] == "launcher.dataset_changed"]
+    assert [(e["old_hash"], e["new_hash"]) for e in changed] == [(queued_hash, new_hash)]
+
+
+def job_instances(cloud: Cloud, job: Job) -> list[str]:
+    """The states of every instance launched for the job (terminated ones included)."""
+    return [i["State"]["Name"] for i in cloud.instances(**{TAG_JOB: job.id})]
+
+
+def test_tagging_the_launched_instance_failing_for_good_ends_it_and_fails_the_job(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Regression: a CreateTags error raised out of start(); the job failed and its instance
+    ran on (waiting for its volume tag) until `parrotbot infra gc`."""
+    setup(cloud)
+    aws_faults.ec2_fault("CreateTags", "error")
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings, retries=0)  # no botocore retries: each fault reaches us
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "failed", timeout=60)
+    assert failed.state is JobState.FAILED and failed.attempt == 1
+    assert "(create_tags): InternalError: " in failed.outcome, failed.outcome
+    assert "may still run" not in failed.outcome
+    assert aws_faults.hits["error"] > 1, "a transient error is retried before giving up"
+    aws_faults.ec2_healthy()
+    assert job_instances(cloud, failed) == ["terminated"]
+    assert cloud.fleets() == [] and Fleets(cloud).job_templates() == {}
+    assert cloud.volumes("data")[0]["State"] == "available"
+
+
+def test_a_transient_failure_tagging_the_launched_instance_is_retried_and_the_job_runs(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    setup(cloud)
+    aws_faults.ec2_fault("CreateTags", "error", times=1)
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings, retries=0)
+    running = running_on(queue, job.id, cloud)
+    assert aws_faults.hits["error"] == 1
+    assert aws_faults.requests["ec2:CreateFleet"] == 1 and job_instances(cloud, running) == [
+        "running"
+    ], "one launch, one instance"
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 1
+    assert_nothing_left(cloud, done)
+
+
+def test_describing_the_launched_instance_failing_for_good_ends_it_and_fails_the_job(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Regression: DescribeInstances failing right after CreateFleet raised out of the launch;
+    the instance, its fleet and the job's template were left for `parrotbot infra gc`."""
+    setup(cloud)
+    aws_faults.ec2_fault("DescribeInstances", "error", after="CreateFleet")
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings, retries=0)
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "failed", timeout=60)
+    assert failed.state is JobState.FAILED and failed.attempt == 1
+    assert "(describe_instances): InternalError: " in failed.outcome, failed.outcome
+    assert "may still run" not in failed.outcome, "EC2 accepted the termination"
+    assert aws_faults.hits["error"] > 1
+    aws_faults.ec2_healthy()
+    assert job_instances(cloud, failed) == ["terminated"]
+    assert cloud.fleets() == [] and Fleets(cloud).job_templates() == {}
+
+
+def test_the_spot_price_lookup_failing_leaves_the_cost_unknown_and_the_job_runs(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, ami_id: str, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    """Regression: a dropped DescribeSpotPriceHistory connection raised out of start() and
+    failed the launch, its instance left running; a cost estimate is not worth a launch."""
+    setup(cloud)
+    aws_faults.ec2_fault("DescribeSpotPriceHistory", "drop")
+    job = request(queue, account, tmp_path)
+    start_launcher(settings_with(cloud, ami_id, max_price=None), retries=0)
+    running = running_on(queue, job.id, cloud)
+    assert running.spot_price is None and aws_faults.hits["drop"] > 1
+    running = wait_job(queue, job.id, lambda j: j.cost_unknown, "had its cost marked unknown")
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.cost_usd is None
+    assert_nothing_left(cloud, done)
