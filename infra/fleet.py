@@ -79,13 +79,30 @@ def before_launch(step: str) -> Iterator[None]:
         raise
 
 
+class InstanceNotVisible(Exception):
+    """DescribeInstances does not list an instance that CreateFleet has just named."""
+
+
+def _transient_after_launch(exc: BaseException) -> bool:
+    """`is_transient`, plus EC2 not knowing a just-launched instance yet.
+
+    EC2's API is eventually consistent: for a moment after CreateFleet names an instance,
+    DescribeInstances may answer `InvalidInstanceID.NotFound` or list nothing. Right after a
+    launch that means "not yet", not "no such instance".
+    """
+    if isinstance(exc, InstanceNotVisible):
+        return True
+    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+    return code == "InvalidInstanceID.NotFound" or is_transient(exc)
+
+
 def after_launch(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`call(...)`, tried again after a short wait while AWS fails transiently (`is_transient`).
+    """`call(...)`, tried again after a short wait while AWS fails transiently.
 
     For the steps after the fleet launch: their caller ends the instance if this still fails.
     """
     retrying = Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(_transient_after_launch),
         wait=wait_exponential(
             multiplier=AFTER_LAUNCH_FIRST_WAIT_SECONDS, max=AFTER_LAUNCH_MAX_WAIT_SECONDS
         ),
@@ -252,7 +269,7 @@ class Fleets:
         instance_id = instances[0]["InstanceIds"][0]
         try:
             described = after_launch(self.describe, instance_id)
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, InstanceNotVisible) as exc:
             ended = self.abandon(instance_id, fleet_id)
             raise LaunchError(
                 f"cannot describe the launched instance {instance_id} (describe_instances): "
@@ -298,7 +315,10 @@ class Fleets:
 
     def describe(self, instance_id: str) -> dict[str, Any]:
         reply = self.ec2.describe_instances(InstanceIds=[instance_id])
-        return reply["Reservations"][0]["Instances"][0]
+        for reservation in reply["Reservations"]:
+            for instance in reservation["Instances"]:
+                return instance
+        raise InstanceNotVisible(f"DescribeInstances does not list {instance_id} yet")
 
     def spot_price(self, instance_type: str, zone: str) -> float | None:
         """The current spot price in USD per hour, for the cost estimate.

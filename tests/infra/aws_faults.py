@@ -17,7 +17,8 @@ to moto unchanged unless the test armed a fault for it:
   requests or for good; an error never reaches moto (a refused PUT stores nothing);
   `s3_healthy()` ends them all;
 - `ec2_fault(action, kind, times, after=None)`: the EC2 action (`DescribeLaunchTemplates`, …)
-  is answered with a `throttle` (503 RequestLimitExceeded) or an `error` (500 InternalError),
+  is answered with a `throttle` (503 RequestLimitExceeded), an `error` (500 InternalError) or
+  `not_found` (400 InvalidInstanceID.NotFound, as EC2 may answer for a just-made instance),
   or `drop`ped (the connection closed with no answer), for the next `times` requests or for
   good, without reaching moto; with `after` (an action such as `CreateFleet`), only once the
   proxy has seen that action: the same call then fails after the launch and not before it;
@@ -48,6 +49,8 @@ S3_ERRORS = {
 EC2_ERRORS = {
     "throttle": (503, "RequestLimitExceeded", "Request limit exceeded."),
     "error": (500, "InternalError", "An internal error has occurred."),
+    # What EC2's eventually consistent API answers for a moment about a just-made instance.
+    "not_found": (400, "InvalidInstanceID.NotFound", "The instance ID does not exist"),
 }
 
 

@@ -541,16 +541,25 @@ def test_tagging_the_launched_instance_failing_for_good_ends_it_and_fails_the_jo
     assert cloud.volumes("data")[0]["State"] == "available"
 
 
-def test_a_transient_failure_tagging_the_launched_instance_is_retried_and_the_job_runs(
+@pytest.mark.parametrize(
+    ("action", "kind", "times"),
+    [
+        ("CreateTags", "error", 1),
+        # EC2 is eventually consistent: right after CreateFleet it may not know the instance
+        # yet. That means "not yet", and must not fail the job.
+        ("DescribeInstances", "not_found", 2),
+    ],
+)
+def test_a_transient_failure_after_the_launch_is_retried_and_the_job_runs(
     aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
-    tmp_path: Path, trained_checkpoints: Path,
+    tmp_path: Path, trained_checkpoints: Path, action: str, kind: str, times: int,
 ) -> None:  # fmt: skip
     setup(cloud)
-    aws_faults.ec2_fault("CreateTags", "error", times=1)
+    aws_faults.ec2_fault(action, kind, times=times, after="CreateFleet")
     job = request(queue, account, tmp_path)
     start_launcher(cloud.settings, retries=0)
     running = running_on(queue, job.id, cloud)
-    assert aws_faults.hits["error"] == 1
+    assert aws_faults.hits[kind] == times
     assert aws_faults.requests["ec2:CreateFleet"] == 1 and job_instances(cloud, running) == [
         "running"
     ], "one launch, one instance"
