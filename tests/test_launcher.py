@@ -386,7 +386,8 @@ def test_a_stopping_launcher_hands_its_waiting_job_on(
     waiting = wait_job(queue, job.id, lambda j: j.launch_failures == 1, "waited", timeout=10)
     stopping = time.monotonic()
     launcher.stop(timeout=5)
-    assert time.monotonic() - stopping < 1.5 and not launcher._thread.is_alive()
+    # Far inside the 30 s wait, and loose enough for a busy machine: the stop cut it short.
+    assert time.monotonic() - stopping < 15 and not launcher._thread.is_alive()
     claimed = queue.reclaim("next-launcher", min_idle_ms=60_000)
     assert [d.job_id for d in claimed] == [job.id], "the entry was not handed on"
     kept = queue.get(job.id)
