@@ -15,8 +15,9 @@ spot price, needed for nothing but the cost estimate, may fail without failing t
 Tracking (every `poll_seconds`): a complete version under the job's S3 prefix means done (the
 launcher promotes it for the daemons to pull); a "failed" status means failed; an instance gone
 without either means interrupted (a spot reclaim), and the launcher runs the job again on the
-same volume, where the trainer resumes from its checkpoints. Cleanup leaves no instance, fleet
-or job template behind, and the volume detached.
+same volume, where the trainer resumes from its checkpoints. "Gone" is what EC2 says (ended, or
+no longer listed); EC2 failing to answer a poll is not gone, only unknown until the next.
+Cleanup leaves no instance, fleet or job template behind, and the volume detached.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from infra.backends.base import (
     Progress,
     current_dataset_hash,
 )
-from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud, aws_error
+from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud, aws_error, is_transient
 from infra.exchange import S3Exchange
-from infra.fleet import Fleets, after_launch, before_launch, left_running
+from infra.fleet import Fleets, InstanceNotVisible, after_launch, before_launch, left_running
 from infra.job import Job
 from infra.settings import AwsSettings
 from infra.userdata import UserDataParams, render
@@ -244,7 +245,15 @@ class AwsRun:
             return Outcome(
                 OutcomeKind.FAILED, f"instance reported {status}", log_tail=self.log_tail()
             )
-        instance = self._instance()
+        try:
+            instance = self._instance()
+        except (BotoCoreError, ClientError) as exc:
+            if not is_transient(exc):
+                raise
+            # Not knowing is not "gone": read as an interruption, it would relaunch the job
+            # while its instance trains on. The next poll asks again.
+            log.warning("aws.poll_failed", instance_id=self.instance_id, error=aws_error(exc))
+            return None
         state = instance["State"]["Name"] if instance else "gone"
         if state not in GONE_STATES and state != "gone":
             return None
@@ -320,7 +329,15 @@ class AwsRun:
         log.info("aws.cleaned_up", job_id=self.job.id, instance_id=self.instance_id)
 
     def _instance(self) -> dict[str, Any] | None:
+        """The instance as EC2 describes it; None once EC2 no longer lists it (long ended).
+
+        Any other error is raised: only its caller knows whether "unknown now" can wait.
+        """
         try:
             return self.backend.fleets.describe(self.instance_id)
-        except (ClientError, IndexError):
+        except InstanceNotVisible:
             return None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+                return None
+            raise

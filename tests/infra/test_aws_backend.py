@@ -190,6 +190,29 @@ def test_capacity_only_elsewhere_moves_the_volume_first(
     assert cloud.snapshots() == []
 
 
+def test_ec2_failing_to_describe_a_running_instance_is_not_an_interruption(
+    aws_faults: AwsFaults, cloud: Cloud, queue: RetrainQueue, start_launcher, account: str,
+    tmp_path: Path, trained_checkpoints: Path,
+) -> None:  # fmt: skip
+    """Regression: a poll whose DescribeInstances failed read the instance as gone, so the
+    launcher requeued the job and launched it again while the first instance trained on."""
+    setup(cloud)
+    job = request(queue, account, tmp_path)
+    start_launcher(cloud.settings, retries=0)
+    running = running_on(queue, job.id, cloud)
+    aws_faults.ec2_fault("DescribeInstances", "error", times=3)
+    deadline = time.monotonic() + 30
+    while aws_faults.hits["error"] < 3:
+        assert time.monotonic() < deadline, "the launcher stopped polling the instance"
+        time.sleep(0.05)
+    act_as_instance(cloud, running, trained_checkpoints)
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE and done.attempt == 1
+    assert queue.history(job.id) == ["queued", "launching", "running", "done"]
+    assert aws_faults.requests["ec2:CreateFleet"] == 1, "launched once"
+    assert_nothing_left(cloud, done)
+
+
 def test_a_job_past_its_max_run_time_is_terminated_and_failed(
     cloud: Cloud, queue: RetrainQueue, start_launcher, account: str, tmp_path: Path, ami_id: str
 ) -> None:
