@@ -284,7 +284,14 @@ class AwsRun:
         if price is None:
             return None
         if self._launched_at is None:
-            instance = self._instance()
+            try:
+                instance = self._instance()
+            except (BotoCoreError, ClientError) as exc:
+                if not is_transient(exc):
+                    raise
+                # Unknown for this poll: the record keeps what it has until EC2 answers.
+                log.warning("aws.poll_failed", instance_id=self.instance_id, error=aws_error(exc))
+                return max(0.0, self.job.cost_estimate - self.job.cost_prior_attempts)
             if instance is None:
                 return 0.0
             self._launched_at = instance["LaunchTime"].timestamp()

@@ -200,11 +200,14 @@ def test_ec2_failing_to_describe_a_running_instance_is_not_an_interruption(
     job = request(queue, account, tmp_path)
     start_launcher(cloud.settings, retries=0)
     running = running_on(queue, job.id, cloud)
-    aws_faults.ec2_fault("DescribeInstances", "error", times=3)
-    deadline = time.monotonic() + 30
-    while aws_faults.hits["error"] < 3:
-        assert time.monotonic() < deadline, "the launcher stopped polling the instance"
-        time.sleep(0.05)
+    with capture_logs() as logs:
+        aws_faults.ec2_fault("DescribeInstances", "error", times=3)
+        deadline = time.monotonic() + 30
+        while aws_faults.hits["error"] < 3:
+            assert time.monotonic() < deadline, "the launcher stopped polling the instance"
+            time.sleep(0.05)
+    events = [entry["event"] for entry in logs]
+    assert "aws.poll_failed" in events and "launcher.step_failed" not in events
     act_as_instance(cloud, running, trained_checkpoints)
     done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
     assert done.state is JobState.DONE and done.attempt == 1
