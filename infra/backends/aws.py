@@ -245,14 +245,8 @@ class AwsRun:
             return Outcome(
                 OutcomeKind.FAILED, f"instance reported {status}", log_tail=self.log_tail()
             )
-        try:
-            instance = self._instance()
-        except (BotoCoreError, ClientError) as exc:
-            if not is_transient(exc):
-                raise
-            # Not knowing is not "gone": read as an interruption, it would relaunch the job
-            # while its instance trains on. The next poll asks again.
-            log.warning("aws.poll_failed", instance_id=self.instance_id, error=aws_error(exc))
+        known, instance = self._look()
+        if not known:
             return None
         state = instance["State"]["Name"] if instance else "gone"
         if state not in GONE_STATES and state != "gone":
@@ -284,13 +278,8 @@ class AwsRun:
         if price is None:
             return None
         if self._launched_at is None:
-            try:
-                instance = self._instance()
-            except (BotoCoreError, ClientError) as exc:
-                if not is_transient(exc):
-                    raise
-                # Unknown for this poll: the record keeps what it has until EC2 answers.
-                log.warning("aws.poll_failed", instance_id=self.instance_id, error=aws_error(exc))
+            known, instance = self._look()
+            if not known:  # the record keeps its figure until EC2 answers
                 return max(0.0, self.job.cost_estimate - self.job.cost_prior_attempts)
             if instance is None:
                 return 0.0
@@ -334,6 +323,20 @@ class AwsRun:
             self.backend.volume.detach(volume["VolumeId"], self.instance_id)
         self.backend.fleets.delete_job_template(self.job.id)
         log.info("aws.cleaned_up", job_id=self.job.id, instance_id=self.instance_id)
+
+    def _look(self) -> tuple[bool, dict[str, Any] | None]:
+        """``(True, self._instance())``, or ``(False, None)`` when EC2 failed to answer now.
+
+        Not knowing is not "gone": read as an interruption, it would relaunch the job while
+        its instance trains on. The next poll asks again.
+        """
+        try:
+            return True, self._instance()
+        except (BotoCoreError, ClientError) as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("aws.poll_failed", instance_id=self.instance_id, error=aws_error(exc))
+            return False, None
 
     def _instance(self) -> dict[str, Any] | None:
         """The instance as EC2 describes it; None once EC2 no longer lists it (long ended).
