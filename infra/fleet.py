@@ -80,20 +80,24 @@ def before_launch(step: str) -> Iterator[None]:
 
 
 class InstanceNotVisible(Exception):
-    """DescribeInstances does not list an instance that CreateFleet has just named."""
+    """DescribeInstances does not list the instance asked for."""
 
 
-def _transient_after_launch(exc: BaseException) -> bool:
-    """`is_transient`, plus EC2 not knowing a just-launched instance yet.
+def instance_not_listed(exc: BaseException) -> bool:
+    """EC2 does not know the instance: `InvalidInstanceID.NotFound`, or an empty listing.
 
-    EC2's API is eventually consistent: for a moment after CreateFleet names an instance,
-    DescribeInstances may answer `InvalidInstanceID.NotFound` or list nothing. Right after a
-    launch that means "not yet", not "no such instance".
+    What that means depends on when: right after a launch "not yet" (EC2's API is eventually
+    consistent), for an instance that ran a while "long ended".
     """
     if isinstance(exc, InstanceNotVisible):
         return True
     code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-    return code == "InvalidInstanceID.NotFound" or is_transient(exc)
+    return code == "InvalidInstanceID.NotFound"
+
+
+def _transient_after_launch(exc: BaseException) -> bool:
+    """`is_transient`, plus EC2 not knowing a just-launched instance yet."""
+    return instance_not_listed(exc) or is_transient(exc)
 
 
 def after_launch(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -41,7 +41,14 @@ from infra.backends.base import (
 )
 from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud, aws_error, is_transient
 from infra.exchange import S3Exchange
-from infra.fleet import Fleets, InstanceNotVisible, after_launch, before_launch, left_running
+from infra.fleet import (
+    Fleets,
+    InstanceNotVisible,
+    after_launch,
+    before_launch,
+    instance_not_listed,
+    left_running,
+)
 from infra.job import Job
 from infra.settings import AwsSettings
 from infra.userdata import UserDataParams, render
@@ -345,9 +352,7 @@ class AwsRun:
         """
         try:
             return self.backend.fleets.describe(self.instance_id)
-        except InstanceNotVisible:
-            return None
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
+        except (ClientError, InstanceNotVisible) as exc:
+            if instance_not_listed(exc):
                 return None
             raise
