@@ -156,6 +156,7 @@ class Daemon:
             watcher=self.watcher,
             triggers=self.triggers,
             exchange=self.exchange,
+            fence=self.lease.fence,
         )
         jobs.set_dispatcher(self.run_job)
         scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))

@@ -17,6 +17,7 @@ import structlog
 from bot.config import BotConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
+from bot.lease import Fence
 from bot.platform.base import Platform, PlatformError, User, platform_failed
 from bot.pool import TweetPool
 from bot.posting import post_scheduled, refill_pool
@@ -69,6 +70,8 @@ class BotJobs:
     triggers: RetrainTriggers
     # infra.exchange.S3Exchange with the aws backend: pulls finished versions from S3.
     exchange: Any = None
+    # The poster lease's token: intents to post are recorded only while it holds.
+    fence: Fence | None = None
 
     def __post_init__(self) -> None:
         self._me: User | None = None

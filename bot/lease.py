@@ -6,6 +6,8 @@ holder stops renewing (it died, or it lost Redis for longer than the lease).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import redis
 
 _RENEW = """
@@ -46,3 +48,33 @@ class Lease:
 
     def holder(self) -> str | None:
         return self._redis.get(self.key)
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.key, self.owner)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The poster lease's key and this daemon's token, carried by every write that may post.
+
+    A daemon can lose its lease while a job is in flight (a long pause, a partition). A
+    record of a post or reply intent written through a script that starts with
+    `FENCE_CHECK` succeeds only while the lease still holds this token, so a daemon that
+    was replaced can no longer claim anything to post.
+    """
+
+    key: str
+    token: str
+
+
+# The first lines of every Lua script that records an intent to post. KEYS[1] is the lease
+# key and ARGV[1] the token; an empty token (no daemon: the CLI, tests) skips the check.
+FENCE_CHECK = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'fenced' end
+"""
+
+
+def fence_args(fence: Fence | None, lease_key: str) -> tuple[str, str]:
+    """The (KEYS[1], ARGV[1]) pair for `FENCE_CHECK`; no fence means no check."""
+    return (fence.key, fence.token) if fence is not None else (lease_key, "")
