@@ -26,12 +26,23 @@ ANSWERED_OUTCOMES = ("replied", "reconciled")
 BUDGET_REASON = "budget spent"
 
 
+# Why the rules say a mention must not be answered (Mention.kind); "summoned" is answered.
+SUMMONED = "summoned"
+NOT_SUMMONED_KINDS = ("not_summoned", "retweet", "quote")  # never named the bot in its own text
+OPT_OUT_KINDS = ("opt_out", "opted_out")  # the opt-out itself, and a mention while opted out
+
+
 @dataclass(frozen=True)
 class Mention:
-    """A mention the suite created; `eligible`: the rules say the bot must answer it."""
+    """A mention the suite created; `eligible`: the rules say the bot must answer it.
+
+    `kind` says which rule applies to an ineligible one, so a reply to it is counted under
+    that rule: a reply to a retweet and a reply to an opted-out author are different faults.
+    """
 
     id: str
     eligible: bool
+    kind: str = SUMMONED
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class Verdict:
     lost_ids: list[str] = field(default_factory=list)
     accounted: dict[str, int] = field(default_factory=dict)  # reason -> eligible, unanswered
     unwanted_replies: int = 0  # replies to mentions the rules say to leave alone
+    replies_not_summoned: int = 0  # of those: to retweets, quotes, replies without the @
+    replies_opted_out: int = 0  # of those: to an opt-out, or to an author who opted out
     record_mismatches: int = 0  # Redis says something X contradicts
     mismatch_ids: list[str] = field(default_factory=list)
     unreconciled: int = 0  # a reply on X whose Redis intent has no outcome yet (not a fault)
@@ -88,6 +101,10 @@ def judge(
     eligible = [m for m in mentions if m.eligible]
     verdict.eligible = len(eligible)
     verdict.unwanted_replies = sum(per_target[m.id] for m in mentions if not m.eligible)
+    verdict.replies_not_summoned = sum(
+        per_target[m.id] for m in mentions if m.kind in NOT_SUMMONED_KINDS
+    )
+    verdict.replies_opted_out = sum(per_target[m.id] for m in mentions if m.kind in OPT_OUT_KINDS)
     answered = [_key(m.id) for m in eligible if per_target[m.id]]
     newest_answered = max(answered, default=-1)
     accounted: Counter[str] = Counter()
@@ -155,6 +172,8 @@ def must_be_zero(verdict: Verdict, leaks: Mapping[str, list[str]], **extra: int)
         "posts_over_budget": verdict.posts_over_budget,
         "secret_leaks": sum(len(files) for files in leaks.values()),
         "unwanted_replies": verdict.unwanted_replies,
+        "replies_to_not_summoned": verdict.replies_not_summoned,
+        "replies_to_opted_out": verdict.replies_opted_out,
         "record_mismatches": verdict.record_mismatches,
         **extra,
     }

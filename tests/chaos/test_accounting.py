@@ -18,7 +18,12 @@ from tests.chaos.accounting import (
     scan_logs,
 )
 
-MENTIONS = [Mention("101", True), Mention("102", True), Mention("103", False), Mention("104", True)]
+MENTIONS = [
+    Mention("101", True),
+    Mention("102", True),
+    Mention("103", False, kind="not_summoned"),
+    Mention("104", True),
+]
 
 
 def records(*answered: tuple[str, str]) -> dict[str, dict[str, str]]:
@@ -77,12 +82,30 @@ def test_unwanted_replies_overspend_and_record_mismatches_are_counted() -> None:
     wrong = records(("101", "201"), ("102", "999"), ("104", "204"))
     verdict = judge(MENTIONS, replies, wrong, bot_posts=12, post_cap=10, budget_spent=True)
     assert verdict.unwanted_replies == 1  # 103 did not summon the bot
+    assert (verdict.replies_not_summoned, verdict.replies_opted_out) == (1, 0)
     assert verdict.posts_over_budget == 2
     assert verdict.mismatch_ids == ["102"]
     phantom = judge(
         MENTIONS, [], records(("101", "201")), bot_posts=0, post_cap=10, budget_spent=False
     )
     assert "101" in phantom.mismatch_ids  # Redis says replied, X has nothing
+
+
+def test_replies_to_retweets_quotes_and_opted_out_authors_are_counted_by_rule() -> None:
+    mentions = [
+        Mention("101", True),
+        Mention("102", False, kind="retweet"),
+        Mention("103", False, kind="quote"),
+        Mention("104", False, kind="opt_out"),
+        Mention("105", False, kind="opted_out"),
+    ]
+    replies = [BotReply(f"2{n}", f"1{n}") for n in ("01", "02", "03", "04", "05")]
+    verdict = judge(
+        mentions, replies, records(("101", "201")), bot_posts=5, post_cap=10, budget_spent=False
+    )
+    zero = must_be_zero(verdict, {})
+    assert (zero["replies_to_not_summoned"], zero["replies_to_opted_out"]) == (2, 2)
+    assert zero["unwanted_replies"] == 4
 
 
 def test_a_planted_secret_is_found_in_any_form(tmp_path: Path) -> None:
