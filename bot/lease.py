@@ -24,6 +24,15 @@ end
 return 0
 """
 
+# Replace the lease only while it still holds the dead daemon's token; returns the
+# milliseconds that lease had left (what the takeover saved), or -1 when it was not replaced.
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local remaining = math.max(redis.call('PTTL', KEYS[1]), 0)
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return remaining
+"""
+
 
 class Lease:
     def __init__(self, client: redis.Redis, key: str, owner: str, ttl_ms: int) -> None:
@@ -45,6 +54,18 @@ class Lease:
     def release(self) -> None:
         """Give the lease up at once so a standby daemon need not wait out the TTL."""
         self._redis.eval(_RELEASE, 1, self.key, self.owner)
+
+    def take_over_from(self, dead_owner: str) -> int | None:
+        """Take the lease at once from a daemon known to be dead (see `bot.instance_lock`).
+
+        One script compares and sets, so a lease that lapsed and went to a live standby
+        meanwhile is left alone. Returns the milliseconds the dead lease still had, or
+        None when the lease did not hold `dead_owner` (nothing was changed).
+        """
+        remaining = int(
+            self._redis.eval(_TAKE_OVER, 1, self.key, dead_owner, self.owner, self.ttl_ms)
+        )
+        return None if remaining < 0 else remaining
 
     def holder(self) -> str | None:
         return self._redis.get(self.key)
