@@ -27,6 +27,7 @@ from bot.config import BotConfig, ConfigError, load_config
 from bot.generation import GenerationService
 from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
+from bot.instance_lock import LOCK_FILE_NAME, InstanceLock
 from bot.lease import Lease
 from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
@@ -96,11 +97,17 @@ class Daemon:
             self.state_metrics = self._register_state_metrics(client, queue)
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
+        self.instance_lock: InstanceLock | None = InstanceLock(
+            self.config.data_dir / LOCK_FILE_NAME, self.instance_id
+        )
+        self._dead_holder: str | None = None
         self._preload_model()
         try:
             self._keep_lease(ttl)
         finally:
             self._shutdown()
+            if self.instance_lock is not None:
+                self.instance_lock.release()
         log.info("daemon.stopped", instance=self.instance_id)
         return 0
 
@@ -115,12 +122,44 @@ class Daemon:
         except redis.RedisError as exc:
             log.warning("redis.unavailable", error=str(exc), during="preload")
 
+    def _claim_volume(self) -> None:
+        """Try for this volume's instance lock; getting it means its last holder is dead.
+
+        Tried on every lease round until held, so a standby on the same volume also learns
+        at its next round that the daemon beside it died. A volume that cannot hold the lock (read-only,
+        no locking) costs only the fast takeover: the daemon then waits out the TTL as before.
+        """
+        lock = self.instance_lock
+        if lock is None or lock.held:
+            return
+        try:
+            if not lock.try_acquire():
+                return
+        except OSError as exc:
+            log.warning("instance_lock.unavailable", path=str(lock.path), error=str(exc))
+            self.instance_lock = None
+            return
+        log.info("instance_lock.acquired", path=str(lock.path), previous=lock.previous)
+        self._dead_holder = lock.previous
+
+    def _take_over_dead_lease(self) -> None:
+        """If the lease still names the dead holder, take it now instead of waiting it out."""
+        dead = self._dead_holder
+        if dead is None:
+            return
+        remaining_ms = self.lease.take_over_from(dead)  # a Redis error: tried again next round
+        self._dead_holder = None
+        if remaining_ms is not None:
+            log.info("lease.taken_over", dead_instance=dead, remaining_ms=remaining_ms)
+
     def _keep_lease(self, ttl: int) -> None:
         last_renewed = 0.0
         waiting_logged = False
         while not self.stop_event.is_set():
+            self._claim_volume()
             try:
                 if self._scheduler is None:
+                    self._take_over_dead_lease()
                     if self.lease.acquire():
                         last_renewed = time.monotonic()
                         self._become_leader()
