@@ -15,13 +15,17 @@ The launcher's uploads carry the sha256 of their bytes in the object's metadata
 only what changed.
 
 The launcher moves `checkpoints/<model>/LATEST` once a job's version is complete (manifest
-present, every listed file present). The daemon's checkpoint poll (`pull`) downloads what it
-names into a staging folder under `data_dir/checkpoints/<model>`, verifies every sha256 with
+present, every listed file present). The daemon's checkpoint poll (`pull`) checks that it names
+a job version of this account and model, downloads that version's manifest and only the files
+it lists into a staging folder under `data_dir/checkpoints/<model>` (each path checked to stay
+inside it: the trainer wrote them and is not trusted), verifies every sha256 with
 `training.publish.verify_version`, renames it into place and moves the local `LATEST`; the
 hot-loader then picks it up like a locally trained version. S3 trouble on the way (throttling,
 5xx, a dropped connection) is retried with backoff (`download_retry`); what still fails leaves
-nothing behind and is tried again on the next poll. Only files that do not match their sha256
-make a version refused.
+nothing behind and is tried again on the next poll. A version is refused when its files do not
+match their sha256, when its prefix holds objects the manifest does not list, when the manifest
+lists a path that is not plain (absolute, empty, `.` or `..` segments), or when `LATEST` points
+anywhere but `jobs/<job>/versions/<model>/<version>`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from dataclasses import dataclass, field
@@ -55,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+# A job id or version name: letters, digits, `.`, `_`, `-`, not starting with a dot.
+SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+MAX_MANIFEST_BYTES = 1 << 20
 SHA256_META = "sha256"  # x-amz-meta-sha256: the hex sha256 of the object's bytes
 # What S3 and boto3 raise; none of it says anything about the version itself.
 S3_ERRORS = (BotoCoreError, ClientError, Boto3Error)
@@ -146,11 +154,15 @@ class S3Exchange:
     def pull(self, model_dir: Path, *, skip: Any = ()) -> PullResult:
         """Download the version `LATEST` names in S3 if new here, verified, and point LATEST at it.
 
-        A version whose manifest is missing is not complete: it is left for a later poll. One
-        whose files do not match their sha256 is refused (reported in `refused`, and the
-        daemon records it as bad so it is never downloaded again). An S3 error is neither:
-        transient ones are retried here, and whatever still fails is logged and left for the
-        next poll, with nothing downloaded kept and nothing refused.
+        Everything in S3 under the job's prefix was written by the trainer, which this host does
+        not trust: `LATEST` must name a job version of this account and model, and only the
+        manifest and the files it lists are downloaded, each to a path checked to lie inside the
+        staging folder. A version whose manifest is missing is not complete: it is left for a
+        later poll. One that breaks those rules, or whose files do not match their sha256, is
+        refused (reported in `refused`, and the daemon records it as bad so it is never
+        downloaded again). An S3 error is neither: transient ones are retried here, and
+        whatever still fails is logged and left for the next poll, with nothing downloaded
+        kept and nothing refused.
         """
         from training.publish import CheckpointError, new_staging_dir, set_latest, verify_version
 
@@ -167,7 +179,16 @@ class S3Exchange:
             return result
         prefix = pointer.strip()
         version = prefix.rsplit("/", 1)[-1]
-        if version in skip or (model_dir / version).is_dir():
+        if version in skip:
+            return result
+        if not self.is_version_prefix(prefix, model_dir.name):
+            return self._refuse(
+                result,
+                version,
+                f"LATEST points at {prefix!r}, not at a job version of "
+                f"{self.root}/jobs/*/versions/{model_dir.name}/",
+            )
+        if (model_dir / version).is_dir():
             return result
         staging: Path | None = None
         try:
@@ -177,10 +198,21 @@ class S3Exchange:
                 return result
             staging = new_staging_dir(model_dir)
             folder = staging / version
-            for key in keys:
-                target = folder / key.removeprefix(prefix + "/")
+            folder.mkdir()
+            manifest_path = folder / MANIFEST
+            self._retrying(
+                self.s3.download_file, self.bucket, f"{prefix}/{MANIFEST}", str(manifest_path)
+            )
+            listed = manifest_files(manifest_path, self.url(f"{prefix}/{MANIFEST}"))
+            unlisted = sorted(set(keys) - {f"{prefix}/{name}" for name in [MANIFEST, *listed]})
+            if unlisted:
+                raise CheckpointError(
+                    f"{self.url(prefix)}: objects not listed in the manifest: {unlisted[:5]}"
+                )
+            for name in listed:
+                target = inside(folder, name)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self._retrying(self.s3.download_file, self.bucket, key, str(target))
+                self._retrying(self.s3.download_file, self.bucket, f"{prefix}/{name}", str(target))
             verify_version(folder, expected_kind=model_dir.name)
             os.rename(folder, model_dir / version)
         except S3_ERRORS as exc:
@@ -195,15 +227,26 @@ class S3Exchange:
             )
             return result
         except CheckpointError as exc:
-            result.refused[version] = str(exc)
-            log.error("exchange.version_refused", version=version, reason=str(exc))
-            return result
+            return self._refuse(result, version, str(exc))
         finally:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
         set_latest(model_dir, version)
         result.installed = version
         log.info("exchange.version_pulled", version=version, files=len(keys))
+        return result
+
+    def is_version_prefix(self, prefix: str, model_kind: str) -> bool:
+        """True for `<root>/jobs/<job>/versions/<model_kind>/<version>`, each a plain name."""
+        pattern = (
+            rf"{re.escape(self.root)}/jobs/{SAFE_NAME}/versions/{re.escape(model_kind)}/{SAFE_NAME}"
+        )
+        return re.fullmatch(pattern, prefix) is not None
+
+    @staticmethod
+    def _refuse(result: PullResult, version: str, reason: str) -> PullResult:
+        result.refused[version] = reason
+        log.error("exchange.version_refused", version=version, reason=reason)
         return result
 
     # --- S3 helpers -----------------------------------------------------------------
@@ -294,6 +337,49 @@ def _describe(exc: BaseException) -> str:
     """The error, with the cause s3transfer wraps in its RetriesExceededError."""
     last = getattr(exc, "last_exception", None)
     return f"{exc}: {last}" if last is not None else str(exc)
+
+
+def manifest_files(manifest_path: Path, source: str) -> list[str]:
+    """The relative paths a downloaded manifest lists, each checked to be a plain relative path.
+
+    Raises CheckpointError naming the manifest (`source`, where it came from) and the entry: an
+    unparsable manifest, or a path that is absolute, empty, has an empty, `.` or `..` segment,
+    or a backslash.
+    """
+    from training.publish import CheckpointError, Manifest
+
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise CheckpointError(f"{source}: manifest is over {MAX_MANIFEST_BYTES} bytes")
+    manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"), source)
+    for name in manifest.files:
+        problem = unsafe_path(name)
+        if problem:
+            raise CheckpointError(f"{source}: manifest entry {name!r} {problem}")
+    return sorted(manifest.files)
+
+
+def unsafe_path(name: str) -> str | None:
+    """Why `name` is no plain relative path inside a version (None when it is one)."""
+    if not name:
+        return "is empty"
+    if name.startswith("/") or "\\" in name or "\0" in name:
+        return "is not a relative posix path"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "has an empty, '.' or '..' segment"
+    if name == MANIFEST:
+        return "is the manifest itself"
+    return None
+
+
+def inside(folder: Path, name: str) -> Path:
+    """`folder/name`, resolved, and refused unless it lies under `folder` (links included)."""
+    from training.publish import CheckpointError
+
+    root = folder.resolve()
+    target = (root / name).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise CheckpointError(f"{name!r} resolves to {target}, outside the staging folder")
+    return target
 
 
 def training_code_archive() -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -247,3 +248,77 @@ def test_what_counts_as_transient(
         once.download_file(bucket, "probe/object", str(tmp_path / "object"))
     assert is_transient(caught.value) is transient, repr(caught.value)
     assert aws_faults.hits[kind] >= 1
+
+
+# --- a trainer that is not trusted: what it writes to S3 cannot reach past the staging folder ---
+
+
+def files_outside(root: Path, model_dir: Path) -> list[Path]:
+    """Files under `root` that are not in the model's installed versions (none expected)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and model_dir not in p.parents)
+
+
+def publish_with_extra(
+    cloud: Cloud, prefix: str, source: Path, tmp_path: Path, name: str, *, listed: bool
+) -> None:
+    """A version, plus an object at `<prefix>/<name>` (in its manifest when `listed`)."""
+    version = tmp_path / "source" / source.name
+    shutil.copytree(source, version)
+    payload = b"written by the trainer"
+    if listed:
+        manifest = json.loads((version / "manifest.json").read_text())
+        manifest["files"][name] = hashlib.sha256(payload).hexdigest()
+        (version / "manifest.json").write_text(json.dumps(manifest))
+    publish_to_s3(cloud, prefix, version)
+    key = f"{prefix}/{name}"
+    cloud.s3.put_object(Bucket=cloud.settings.bucket, Key=key, Body=payload)
+    assert key in S3Exchange(cloud.settings, cloud.account, cloud)._list(prefix + "/")
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["unlisted", "in-manifest"])
+@pytest.mark.parametrize("shape", ["dotdot", "absolute"])
+def test_a_key_that_climbs_out_writes_nothing_and_the_version_is_refused(
+    exchange: S3Exchange, cloud: Cloud, trained_checkpoints: Path, tmp_path: Path,
+    shape: str, listed: bool,
+) -> None:  # fmt: skip
+    host = tmp_path / "host"
+    model_dir = host / "volume" / "checkpoints" / "char_rnn"
+    model_dir.mkdir(parents=True)
+    # From <model_dir>/.staging-x/<version>/: four levels up is `host`; or an absolute path.
+    name = "../../../../escaped.txt" if shape == "dotdot" else f"{host.as_posix()}/escaped.txt"
+    source = latest_version(trained_checkpoints)
+    prefix = f"{exchange.job_prefix('job-5')}/versions/char_rnn/{source.name}"
+    publish_with_extra(cloud, prefix, source, tmp_path, name, listed=listed)
+    exchange.promote("char_rnn", prefix)
+
+    result = exchange.pull(model_dir)
+    assert files_outside(host, model_dir) == [], "the trainer wrote on the bot's host"
+    assert result.installed is None and read_latest(model_dir) is None
+    reason = result.refused[source.name]
+    assert ("not listed in the manifest" if not listed else "manifest entry") in reason, reason
+    assert not list(model_dir.iterdir()), "nothing of the refused version stays"
+
+
+@pytest.mark.parametrize("where", ["other-account", "dotdot", "checkpoints"])
+def test_a_latest_pointing_outside_the_job_versions_is_refused(
+    exchange: S3Exchange, cloud: Cloud, trained_checkpoints: Path, tmp_path: Path, where: str
+) -> None:
+    source = latest_version(trained_checkpoints)
+    other = f"{cloud.settings.prefix}/someone-else/jobs/job-7/versions/char_rnn/{source.name}"
+    publish_to_s3(cloud, other, source)  # a complete, valid version, but not this account's
+    pointer = {
+        "other-account": other,
+        "dotdot": f"{exchange.job_prefix('job-7')}/versions/char_rnn/../../../../someone-else"
+        f"/jobs/job-7/versions/char_rnn/{source.name}",
+        "checkpoints": f"{exchange.root}/checkpoints/char_rnn/{source.name}",
+    }[where]
+    if where == "checkpoints":
+        publish_to_s3(cloud, pointer, source)
+    exchange.promote("char_rnn", pointer)
+    model_dir = tmp_path / "checkpoints" / "char_rnn"
+    model_dir.mkdir(parents=True)
+
+    result = exchange.pull(model_dir)
+    assert result.installed is None and read_latest(model_dir) is None
+    assert "LATEST points at" in result.refused[source.name]
+    assert not list(model_dir.iterdir())
