@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from typing import Any
 
@@ -93,6 +94,77 @@ def test_the_trainer_policy_is_scoped_by_tag_and_prefix(cloud: Cloud) -> None:
             assert cloud.settings.root(cloud.account) in json.dumps(statement)
     trust = cloud.iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
     assert "ec2.amazonaws.com" in json.dumps(trust)
+
+
+def stored_policy(cloud: Cloud) -> dict[str, Any]:
+    """The trainer role's policy as IAM holds it after setup."""
+    name = cloud.settings.resource_name(cloud.account, "trainer")
+    document = cloud.iam.get_role_policy(RoleName=name, PolicyName=POLICY_NAME)["PolicyDocument"]
+    return document if isinstance(document, dict) else json.loads(document)
+
+
+def grants(policy: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
+    """(resource pattern, condition) of every Allow of `action` in `policy`."""
+    found = []
+    for statement in policy["Statement"]:
+        actions, resources = statement["Action"], statement["Resource"]
+        actions = actions if isinstance(actions, list) else [actions]
+        resources = resources if isinstance(resources, list) else [resources]
+        if statement["Effect"] == "Allow" and action in actions:
+            found += [(resource, statement.get("Condition", {})) for resource in resources]
+    return found
+
+
+def condition_keys(condition: dict[str, Any]) -> set[str]:
+    return {key for clause in condition.values() for key in clause}
+
+
+@pytest.mark.parametrize(
+    ("action", "source", "new"),
+    [("ec2:CreateSnapshot", "volume", "snapshot"), ("ec2:CreateVolume", "snapshot", "volume")],
+)
+def test_a_copy_needs_an_own_source_and_tags_only_the_new_resource(
+    cloud: Cloud, action: str, source: str, new: str
+) -> None:
+    """The source of a snapshot or volume copy is judged by its tag, never by the request's."""
+    setup(cloud)
+    tag = "parrotbot:account"
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource, condition in grants(stored_policy(cloud), action):
+        by_type.setdefault(resource.rsplit(":", 1)[-1].split("/")[0], []).append(condition)
+    assert set(by_type) == {source, new}, by_type
+    for condition in by_type[source]:
+        assert condition_keys(condition) == {f"ec2:ResourceTag/{tag}"}, (source, condition)
+        assert condition["StringEquals"][f"ec2:ResourceTag/{tag}"] == cloud.account
+    for condition in by_type[new]:
+        assert condition_keys(condition) == {f"aws:RequestTag/{tag}"}, (new, condition)
+        assert condition["StringEquals"][f"aws:RequestTag/{tag}"] == cloud.account
+
+
+def test_the_trainer_writes_only_its_jobs_outputs(cloud: Cloud) -> None:
+    setup(cloud)
+    bucket = f"arn:aws:s3:::{cloud.settings.bucket}"
+    root = cloud.settings.root(cloud.account)
+    writable = [resource for resource, _ in grants(stored_policy(cloud), "s3:PutObject")]
+
+    def may_write(key: str) -> bool:  # IAM's `*` matches across `/`, as fnmatch's does
+        return any(fnmatch.fnmatchcase(f"{bucket}/{key}", pattern) for pattern in writable)
+
+    job = f"{root}/jobs/20260101T000000Z-abc123"
+    for key in (
+        f"{job}/versions/char_rnn/v1/manifest.json",
+        f"{job}/logs/attempt-1.log",
+        f"{job}/status/attempt-1",
+    ):
+        assert may_write(key), key
+    for key in (
+        f"{root}/checkpoints/char_rnn/LATEST",
+        f"{job}/code.tar.gz",
+        f"{job}/request.json",
+        f"{job}/datasets/poorrichard.jsonl",
+        f"{cloud.settings.prefix}/someone-else/jobs/j/versions/char_rnn/v1/manifest.json",
+    ):
+        assert not may_write(key), key
 
 
 def test_teardown_leaves_nothing(cloud: Cloud) -> None:
