@@ -148,6 +148,11 @@ class ScheduleConfig(_Strict):
     checkpoint_poll_seconds: PositiveSeconds = 10
     config_poll_seconds: PositiveSeconds = 5
     pool_refill_seconds: PositiveSeconds = 30
+    post_reconcile_grace_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=30,
+        description="A scheduled post whose outcome is unknown is looked for on X only after "
+        "this long; its slot waits meanwhile.",
+    )
     lease_ttl_seconds: Annotated[int, Field(ge=3)] = Field(
         default=15, description="How soon a standby daemon takes over from a dead one."
     )

@@ -90,7 +90,15 @@ class BotJobs:
     def post(self) -> None:
         if self._writes_spent("post.skipped"):
             return
-        post_scheduled(self.platform, self.state, self.service, self.pool, recent=self._recent())
+        post_scheduled(
+            self.platform,
+            self.state,
+            self.service,
+            self.pool,
+            recent=self._recent(),
+            fence=self.fence,
+            reconcile_grace_seconds=self.config.schedule.post_reconcile_grace_seconds,
+        )
 
     def pool_refill(self) -> None:
         generation = self.config.generation

@@ -61,6 +61,11 @@ class Keys:
     def post_schedule_start(self) -> str:
         return self._key("post", "schedule_start")
 
+    # One hash per scheduled post slot (bot/ledger.py): intent (text, model_version,
+    # intent_at, since_id, attempts), then tweet_id/outcome. The id is the cadence point.
+    def post_slot(self, slot_id: str) -> str:
+        return self._key("post", "slot", slot_id)
+
     # Hash: version, loaded_at and the manifest of the model serving now.
     @property
     def model_current(self) -> str:

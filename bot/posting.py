@@ -1,8 +1,17 @@
-"""Scheduled posts: take a ready text from the pool (or generate one), post, record."""
+"""Scheduled posts, exactly once per slot: take a text, record the intent, post, record.
+
+A slot is one scheduled post (bot/ledger.py says what identifies it and why). Its intent is
+recorded, fenced by the poster lease, before the POST and its tweet id after. A slot left
+open (the answer was lost, or the daemon died between the POST and the record) is settled
+first on the next firing, by whichever leader runs it: after
+`schedule.post_reconcile_grace_seconds` the bot's own timeline is searched for the slot's
+text; found, it is recorded once and the firing goes on to the next slot; not found, the same
+text is posted again for the same slot. The grace is what makes "not found" mean "not
+posted": X may take a moment to show a new post in the bot's timeline.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -10,11 +19,15 @@ import structlog
 
 from bot import metrics
 from bot.generation import Batch, GenerationService
+from bot.lease import Fence
+from bot.ledger import Claim, PostLedger, PostSlot, SlotOutcome
 from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet, platform_failed
 from bot.pool import TweetPool
-from bot.state import BotState, PostedTweet
+from bot.state import BotState
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_RECONCILE_GRACE_SECONDS = 30.0
 
 
 def post_scheduled(
@@ -24,7 +37,10 @@ def post_scheduled(
     pool: TweetPool,
     *,
     recent: Sequence[str] = (),
+    fence: Fence | None = None,
+    reconcile_grace_seconds: float = DEFAULT_RECONCILE_GRACE_SECONDS,
 ) -> Tweet | None:
+    """One firing of the post job; returns what this firing posted, if anything."""
     loaded = service.current
     if loaded is None:
         log.info("post.skipped", reason="no_model_yet")
@@ -34,6 +50,18 @@ def post_scheduled(
     if not state.ping():
         log.warning("post.skipped", reason="redis_unavailable")
         return None
+    ledger = PostLedger(state, fence)
+    slot = ledger.current()
+    if slot.is_open:
+        if slot.age() < reconcile_grace_seconds:
+            log.info("post.pending", slot=slot.id, attempts=slot.attempts)
+            return None
+        found = platform.find_post(slot.text, since_id=slot.since_id or None)
+        if found is None:
+            return _attempt(platform, ledger, slot, slot.text, slot.model_version, "retry")
+        ledger.close(slot, found, SlotOutcome.RECONCILED)
+        log.info("post.reconciled", slot=slot.id, tweet_id=found.id, text=found.text)
+        slot = ledger.current()  # this firing is the next slot's
     text, source = pool.take(loaded.version), "pool"
     if text is None:
         generated, batch = service.generate_post(recent=recent)
@@ -42,40 +70,52 @@ def post_scheduled(
             log.warning("post.skipped", reason="no_acceptable_text")
             return None
         text, source = generated.text, "direct"
+    tweet = _attempt(platform, ledger, slot, text, loaded.version, source)
+    if tweet is not None:
+        metrics.POOL_SIZE.set(pool.size())
+    return tweet
+
+
+def _attempt(
+    platform: Platform, ledger: PostLedger, slot: PostSlot, text: str, version: str, source: str
+) -> Tweet | None:
+    """Claim the slot for `text` (fenced), POST it, record the outcome."""
+    claim, claimed = ledger.claim(slot, text, version)
+    if claim is not Claim.CLAIMED:
+        # fenced: a new leader owns the account; taken/closed: another attempt got there first
+        log.warning("post.skipped", reason=f"slot_{claim}", slot=slot.id)
+        return None
     try:
         tweet = platform.post(text)
     except OutcomeUnknown as exc:
-        # A scheduled post is not worth a duplicate: it is neither retried nor reconciled.
-        # It may have gone out, so the cadence counts from it: a leader that takes over
-        # must not post again before the next slot.
-        state.redis.set(state.keys.last_post, f"{time.time():.3f}")
-        log.warning("post.outcome_unknown", error=str(exc))
+        # It may have gone out: the slot stays open, and the cadence counts from this
+        # attempt, so a leader taking over waits a whole interval and then reconciles.
+        log.warning("post.outcome_unknown", slot=slot.id, error=str(exc))
         return None
     except PlatformError as exc:
+        ledger.release(claimed)  # surely not sent: the next firing starts afresh
         platform_failed("post.skipped", exc)
         return None
-    # The post time goes with the history entry: the scheduler's cadence rests on it.
-    pipe = state.redis.pipeline(transaction=True)
-    state.record_posted(
-        PostedTweet(tweet_id=tweet.id, text=tweet.text, kind="post", model_version=loaded.version),
-        pipeline=pipe,
-    )
-    pipe.set(state.keys.last_post, f"{time.time():.3f}")
-    pipe.execute()
+    ledger.close(claimed, tweet, SlotOutcome.POSTED)
     metrics.POSTS.labels(source=source).inc()
-    metrics.POOL_SIZE.set(pool.size())
     log.info(
         "post.published",
         tweet_id=tweet.id,
         text=tweet.text,
-        model_version=loaded.version,
+        model_version=version,
         source=source,
+        slot=slot.id,
     )
     return tweet
 
 
 def last_post_at(state: BotState) -> datetime | None:
-    """When the last scheduled post went out, so a new leader keeps the post cadence."""
+    """When the last scheduled post went out, or was last tried if that try may have gone
+    out (an open slot), so a new leader keeps the post cadence instead of posting again at
+    once."""
+    slot = PostLedger(state).peek()
+    if slot is not None and slot.is_open:
+        return datetime.fromtimestamp(float(slot.intent_at), UTC)
     stamp = state.redis.get(state.keys.last_post)
     return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
 
@@ -90,8 +130,9 @@ def post_cadence_start(state: BotState) -> datetime:
     last = last_post_at(state)
     if last is not None:
         return last
-    state.redis.set(state.keys.post_schedule_start, f"{time.time():.3f}", nx=True)
-    return datetime.fromtimestamp(float(state.redis.get(state.keys.post_schedule_start)), UTC)
+    point = PostLedger(state).cadence_point(start=True)
+    assert point is not None
+    return datetime.fromtimestamp(float(point), UTC)
 
 
 def refill_pool(

@@ -129,6 +129,13 @@ class Platform(Protocol):
         """The bot's own reply to a mention, if one exists: reconciles an unknown outcome."""
         ...
 
+    def find_post(self, text: str, *, since_id: str | None = None) -> Tweet | None:
+        """The bot's own recent post (not a reply) with `text`, newer than `since_id`.
+
+        Reconciles a scheduled post whose outcome is unknown (bot/ledger.py).
+        """
+        ...
+
 
 def platform_failed(event: str, exc: PlatformError, **context: object) -> None:
     """Log a failed platform call; credentials and permissions need the operator (ERROR).

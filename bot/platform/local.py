@@ -105,6 +105,16 @@ class LocalPlatform:
                 return self._tweet(record, default_author=self.handle)
         return None
 
+    def find_post(self, text: str, *, since_id: str | None = None) -> Tweet | None:
+        floor = tweet_id_key(since_id) if since_id else -1
+        found = None
+        for record in _records(self.outbox_path):
+            if record.get("in_reply_to_tweet_id") or record.get("text") != text:
+                continue
+            if tweet_id_key(str(record["id"])) > floor:
+                found = self._tweet(record, default_author=self.handle)  # the newest wins
+        return found
+
     # --- writes --------------------------------------------------------------------
     def post(self, text: str) -> Tweet:
         return self._append_outbox(text, in_reply_to=None)

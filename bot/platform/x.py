@@ -145,6 +145,29 @@ class XPlatform:
                     return _tweet(data, {me.id: me.handle})
         return None
 
+    def find_post(self, text: str, *, since_id: str | None = None) -> Tweet | None:
+        """The bot's own post with `text` among its latest (replies and retweets left out)."""
+        if self.outbox is not None:
+            return self.outbox.find_post(text, since_id=since_id)
+        me = self.me()
+        wanted = _comparable(text)
+
+        def matches(data: dict[str, Any]) -> bool:
+            return _comparable(str(data.get("text", ""))) == wanted
+
+        bodies = self._user_posts(
+            me,
+            since_id,
+            exclude=["replies", "retweets"],
+            max_pages=self.settings.x.find_reply_pages,
+            until=lambda body: any(matches(d) for d in _data(body)),
+        )
+        for body in bodies:
+            for data in _data(body):  # newest first: the latest match
+                if matches(data):
+                    return _tweet(data, {me.id: me.handle})
+        return None
+
     def _user_posts(
         self,
         user: User,
@@ -236,6 +259,14 @@ def _references(data: dict[str, Any], kind: str) -> list[str]:
 
 def _replies_to(data: dict[str, Any], tweet_id: str) -> bool:
     return tweet_id in _references(data, "replied_to")
+
+
+def _comparable(text: str) -> str:
+    """A post's text as X may hand it back: `&amp;`-escaped, NFC-normalised, trimmed."""
+    import html
+    import unicodedata
+
+    return unicodedata.normalize("NFC", html.unescape(text)).strip()
 
 
 def _tweet(data: dict[str, Any], handles: dict[str, str]) -> Tweet:
