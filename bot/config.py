@@ -24,18 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from infra.redaction import X_CREDENTIAL_ENV_VARS
 from infra.settings import AwsSettings
 from training.cleaning import CleaningOptions
 
 HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-SECRET_ENV_VARS = (
-    "CONSUMER_KEY",
-    "CONSUMER_SECRET",
-    "ACCESS_TOKEN",
-    "ACCESS_TOKEN_SECRET",
-    "BEARER_TOKEN",
-)
+SECRET_ENV_VARS = X_CREDENTIAL_ENV_VARS  # named once, in infra.redaction (the launcher needs them)
 
 
 class ConfigError(Exception):
@@ -401,6 +396,31 @@ class RepliesConfig(_Strict):
         default=30,
         description="A reply whose outcome is unknown is looked for on X only after this long.",
     )
+    opt_out_words: Annotated[list[str], Field(min_length=1)] = Field(
+        default=["stop", "unsubscribe", "opt out"],
+        description="A mention with one of these right after the bot's @handle (any case) opts "
+        "its author out: the bot never replies to them again until they opt back in.",
+    )
+    opt_in_words: Annotated[list[str], Field(min_length=1)] = Field(
+        default=["start"],
+        description="The same form with one of these opts an author back in.",
+    )
+    max_attempts: Annotated[int, Field(ge=1)] = Field(
+        default=5,
+        description="Polls a mention may fail for a reason of its own (no acceptable text, X "
+        "refusing it) before it is recorded as gave_up and the cursor moves past it.",
+    )
+    keep_days: Annotated[int, Field(ge=1)] = Field(
+        default=60, description="Reply records (one per mention) expire after this many days."
+    )
+
+    @field_validator("opt_out_words", "opt_in_words")
+    @classmethod
+    def _words_are_words(cls, words: list[str]) -> list[str]:
+        cleaned = [" ".join(word.lower().split()) for word in words]
+        if not all(cleaned):
+            raise ValueError("words must not be empty")
+        return cleaned
 
 
 class LoggingConfig(_Strict):

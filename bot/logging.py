@@ -11,41 +11,28 @@ carry a Redis URL or a token, so masking cannot be left to each call site.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
+import threading
+import traceback
+from types import TracebackType
 from typing import Any, TextIO
-from urllib.parse import quote
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from bot.config import SECRET_ENV_VARS as X_CREDENTIAL_ENV_VARS
+from infra.redaction import MASK, SECRET_ENV_VARS, redact
 
-# The X credentials the config reads, plus what boto3 and a Redis URL may carry.
-SECRET_ENV_VARS = (
-    *X_CREDENTIAL_ENV_VARS,
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "REDIS_PASSWORD",
-)
-MASK = "***"
-_MIN_SECRET_LEN = 4  # shorter values (a "0", a "dev") would mask half of every line
+__all__ = [
+    "MASK",
+    "SECRET_ENV_VARS",
+    "configure_logging",
+    "install_excepthooks",
+    "redact",
+    "redact_secrets",
+]
+
 _HANDLER_NAME = "parrotbot"  # marks our root handler so a second configure replaces it
-
-# No leading \b: in `\r\nAuthorization` or `%26oauth_token%3D` the name follows a letter or digit.
-# `%3D`/`%26` are `=`/`&` inside the percent-encoded OAuth signature base string.
-_OAUTH_PARAM = re.compile(
-    r"""(oauth_\w+(?:['"]?\s*[:=]\s*|%3D))("[^"]*"|'[^']*'|(?:(?!%26)[^\s&,;"'\\])+)""",
-    re.IGNORECASE,
-)
-_AUTH_HEADER = re.compile(
-    r"""((?:proxy-)?authorization['"]?\s*[:=]\s*)('[^']*'|"[^"]*"|[^\r\n\\]+)""",
-    re.IGNORECASE,
-)
-_BEARER = re.compile(r"\b(Bearer\s+)[A-Za-z0-9\-._~+/%]{8,}=*")
-# Any scheme's user:password@ (redis://, rediss://, amqp://, https://): the password goes.
-_URL_PASSWORD = re.compile(r"""\b([a-z][a-z0-9+.\-]*://[^\s:/@'"]*:)[^\s@'"]+@""", re.IGNORECASE)
 # `token` only as a whole word segment: `access_token`, not `max_new_tokens` or `tokenizer`.
 _SECRET_KEY = re.compile(
     r"password|passwd|secret|authorization|api_?key|(?:^|[_\-])token(?:$|[_\-])", re.IGNORECASE
@@ -54,42 +41,6 @@ _STRUCTLOG_META = frozenset({"_record", "_from_structlog"})
 # Libraries that narrate routine work at INFO (APScheduler: two lines per job run, every few
 # seconds). Above DEBUG only their warnings and errors are shown.
 _CHATTY_LIBRARIES = ("apscheduler",)
-
-
-def _quoted_mask(match: re.Match[str]) -> str:
-    """Keep the key and the quote style so the masked text still reads like the original."""
-    value = match.group(2)
-    quote_char = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group(1)}{quote_char}{MASK}{quote_char}"
-
-
-def _env_secrets() -> tuple[str, ...]:
-    """The current secret values, read at call time so rotated credentials are masked too.
-
-    Eight dict lookups per call are cheap next to rendering a line. Percent-encoded forms are
-    included because OAuth signs and sends values URL-encoded. Longest first, so a secret that
-    contains another is masked whole.
-    """
-    values: set[str] = set()
-    for name in SECRET_ENV_VARS:
-        value = os.environ.get(name, "")
-        if len(value) >= _MIN_SECRET_LEN:
-            values.update((value, quote(value, safe="")))
-    return tuple(sorted(values, key=len, reverse=True))
-
-
-def redact(text: str) -> str:
-    """Mask credentials in free text: env secret values, URL passwords, auth headers, OAuth params.
-
-    Safe to call on anything about to be shown or stored (exception texts, HTTP error bodies).
-    It over-masks rather than under-masks: a whole `Authorization` value goes, scheme included.
-    """
-    for secret in _env_secrets():
-        text = text.replace(secret, MASK)
-    text = _OAUTH_PARAM.sub(_quoted_mask, text)
-    text = _AUTH_HEADER.sub(_quoted_mask, text)
-    text = _BEARER.sub(rf"\g<1>{MASK}", text)
-    return _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
 
 
 def _redact_value(key: object, value: Any) -> Any:
@@ -117,6 +68,43 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     renderer (so nothing added later escapes it).
     """
     return {k: v if k in _STRUCTLOG_META else _redact_value(k, v) for k, v in event_dict.items()}
+
+
+def _log_uncaught(
+    exc_type: type[BaseException],
+    exc: BaseException | None,
+    tb: TracebackType | None,
+    thread: threading.Thread | None = None,
+) -> None:
+    """Log an exception nobody caught through the same chain (so the same redaction).
+
+    Python's default hooks print the raw traceback to stderr, and a traceback's message can
+    hold a token or a Redis URL. When logging itself fails (interpreter shutdown, a closed
+    stream), the traceback is still printed, redacted.
+    """
+    exc_info = (exc_type, exc if exc is not None else exc_type(), tb)
+    try:
+        structlog.get_logger("parrotbot.uncaught").critical(
+            "process.uncaught_exception",
+            thread=None if thread is None else thread.name,
+            exc_info=exc_info,
+        )
+    except Exception:  # the last word: never raise from an excepthook
+        text = "".join(traceback.format_exception(*exc_info))
+        if sys.__stderr__ is not None:
+            sys.__stderr__.write(redact(text))
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as the default hook: a thread's sys.exit() is quiet
+        return
+    _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback, args.thread)
+
+
+def install_excepthooks() -> None:
+    """Route uncaught exceptions, in the main thread and in others, through `_log_uncaught`."""
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _thread_excepthook
 
 
 def _shared_processors() -> list[Processor]:
@@ -175,6 +163,7 @@ def configure_logging(
         quiet = levels[level.upper()] > logging.DEBUG
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.NOTSET)
     logging.captureWarnings(True)
+    install_excepthooks()
 
     structlog.configure(
         processors=[

@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 
 import pytest
 import structlog
 
 from bot.logging import MASK, configure_logging, redact
+from tests.training_data import REPO
 
 SECRETS = {
     "CONSUMER_KEY": "ck-Zq81ConsumerKey",
@@ -31,10 +36,12 @@ def _restore_logging(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv(name, value)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    hooks = sys.excepthook, threading.excepthook
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook = hooks
     structlog.reset_defaults()
 
 
@@ -233,3 +240,84 @@ def test_console_mode_on_a_tty_is_readable_and_redacted() -> None:
 def test_unknown_level_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("LOUD", stream=io.StringIO())
+
+
+def test_aws_session_token_and_sigv4_signature_are_redacted() -> None:
+    """botocore's DEBUG dumps and presigned URLs carry both; neither is an env value here."""
+    stream = _configure()
+    url = (
+        "https://b.s3.amazonaws.com/jobs/x?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIAEXAMPLE%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+        "&X-Amz-Security-Token=IQoJb3JpZ2luX2VjEXAMPLEtoken%2Fpart&X-Amz-Expires=3600"
+        "&X-Amz-Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+    )
+    boto = logging.getLogger("botocore.endpoint")
+    boto.debug("Generated presigned url: %s", url)
+    boto.debug(
+        "Sending http request: <AWSPreparedRequest headers={'X-Amz-Security-Token': "
+        "b'FQoGZXIvYXdzEXAMPLEsessionZZ', 'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIA/x, "
+        "SignedHeaders=host, Signature=0a1b2c3d4e5f60718293a4b5c6d7e8f9'}>"
+    )
+    boto.debug("StringToSign ... Signature=ffee99887766aabbccdd&x=1")
+
+    out = stream.getvalue()
+    for leaked in ("IQoJb3JpZ2lu", "5d672d79c15b", "FQoGZXIvYXdz", "0a1b2c3d4e5f", "ffee99887766"):
+        assert leaked not in out, out
+    first, second, third = (r["event"] for r in _records(stream))
+    assert f"X-Amz-Security-Token={MASK}&X-Amz-Expires=3600" in first
+    assert first.endswith(f"X-Amz-Signature={MASK}")
+    assert f"'X-Amz-Security-Token': b'{MASK}'" in second
+    assert third == f"StringToSign ... Signature={MASK}&x=1"
+
+
+def test_oauthlib_parameter_tuples_are_redacted() -> None:
+    """oauthlib logs its parameters as a list of tuples, and a request's repr shows them too."""
+    stream = _configure()
+    params = [
+        ("oauth_nonce", "127683194718372615321700000000"),
+        ("oauth_timestamp", "1700000000"),
+        ("oauth_consumer_key", "ckNotInEnv123"),
+        ("oauth_token", "99-tokNotInEnv"),
+        ("oauth_signature", "c2lnTm90SW5FbnY="),
+        ("status", "hello"),
+    ]
+    logging.getLogger("oauthlib.oauth1.rfc5849").debug("Collected params: %s", params)
+    structlog.get_logger("parrotbot.test").debug("oauth.params", params=repr(params))
+    out = stream.getvalue()
+    for _, value in params[:5]:
+        assert value not in out, out
+    first, second = _records(stream)
+    assert f"('oauth_token', '{MASK}')" in first["event"]
+    assert "('status', 'hello')" in first["event"]
+    assert f"('oauth_consumer_key', '{MASK}')" in second["params"]
+
+
+_UNCAUGHT = """
+import threading
+from bot.logging import configure_logging
+configure_logging("INFO", json=True)
+def boom():
+    raise RuntimeError("thread saw oauth_token=tHrEaDsEcReT and redis://:pw-Thread9@h:6379")
+worker = threading.Thread(target=boom, name="worker-1")
+worker.start()
+worker.join()
+raise RuntimeError("main saw token {token} at rediss://u:pw-Main77@h:6380")
+"""
+
+
+def test_uncaught_exceptions_in_main_and_threads_are_logged_redacted() -> None:
+    """A real process dies of an uncaught exception: both tracebacks are JSON lines, masked."""
+    code = _UNCAUGHT.format(token=SECRETS["ACCESS_TOKEN"])
+    env = os.environ | SECRETS | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    for leaked in (SECRETS["ACCESS_TOKEN"], "tHrEaDsEcReT", "pw-Thread9", "pw-Main77"):
+        assert leaked not in result.stderr, result.stderr
+    thread, main = (json.loads(line) for line in result.stderr.splitlines())
+    assert thread["event"] == main["event"] == "process.uncaught_exception"
+    assert thread["thread"] == "worker-1" and main["thread"] is None
+    assert thread["level"] == main["level"] == "critical"
+    assert "RuntimeError: thread saw oauth_token=***" in thread["exception"]
+    assert f"RuntimeError: main saw token {MASK} at rediss://u:{MASK}@h:6380" in main["exception"]
