@@ -7,6 +7,7 @@ shellcheck checks in the tests. No secret goes in: the instance role grants what
 
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,9 @@ TEMPLATE = "userdata.sh"
 MARKER = "@PARAMETERS@"
 # EC2 refuses user-data over 16 KiB (before base64).
 MAX_BYTES = 16 * 1024
+# On top of the trainer's max run time and the wait for the volume's tag, the backstop shutdown
+# leaves this long for the rest: attach, bootstrap, fetching the job, publishing, cleaning up.
+BACKSTOP_MARGIN_SECONDS = 30 * 60
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class UserDataParams:
     s3_job: str  # s3://bucket/prefix/account/jobs/<job>
     model_kind: str
     mount_dir: str
+    max_run_seconds: int  # training.aws.max_run_seconds: the trainer's `timeout`
     python: str = "python3"
     bootstrap: tuple[str, ...] = ()
     notice_poll_seconds: int = 5
@@ -35,7 +40,20 @@ class UserDataParams:
     tag_wait_tries: int = 360  # 30 minutes at 5 s: a volume relocation can take that long
 
 
+def backstop_minutes(params: UserDataParams) -> int:
+    """Minutes after boot when the instance shuts itself down, whatever else happens.
+
+    Long enough for the slowest run that still ends on its own: the wait for the volume's tag
+    (a relocation), the trainer's max run time and its minute of grace, and the margin.
+    """
+    tag_wait = params.tag_wait_tries * params.poll_seconds
+    total = tag_wait + params.max_run_seconds + 60 + BACKSTOP_MARGIN_SECONDS
+    return math.ceil(total / 60)
+
+
 def render(params: UserDataParams) -> str:
+    if params.max_run_seconds <= 0:
+        raise ValueError(f"max_run_seconds must be positive, not {params.max_run_seconds}")
     values = {
         "JOB_ID": params.job_id,
         "ATTEMPT": str(params.attempt),
@@ -49,6 +67,8 @@ def render(params: UserDataParams) -> str:
         "DEV_DIR": params.dev_dir,
         "POLL_SECONDS": str(params.poll_seconds),
         "TAG_WAIT_TRIES": str(params.tag_wait_tries),
+        "MAX_RUN_SECONDS": str(params.max_run_seconds),
+        "BACKSTOP_MINUTES": str(backstop_minutes(params)),
     }
     lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     commands = " ".join(shlex.quote(command) for command in params.bootstrap)

@@ -110,6 +110,7 @@ class AwsBackend:
                 s3_job=self.exchange.url(self.exchange.job_prefix(job.id)),
                 model_kind=job.model_kind,
                 mount_dir=self.settings.mount_dir,
+                max_run_seconds=self.settings.max_run_seconds,
                 python=self.settings.python,
                 bootstrap=tuple(self.settings.bootstrap),
                 notice_poll_seconds=self.settings.notice_poll_seconds,

@@ -2,11 +2,15 @@
 # parrotbot spot trainer: runs one attempt of one retrain job, then ends the instance.
 # Rendered by infra/userdata.py. It holds no secrets: the instance role grants what it needs.
 #
+#  0. Schedule a shutdown (a termination, by the launch template) for when the job's max run
+#     time and a margin are over: the instance ends even if this script, the launcher and
+#     everything else stop caring.
 #  1. IMDSv2 only: every metadata read carries a fresh session token.
 #  2. Wait for the launcher to tag this instance with the data volume's id (it may first have
 #     to move the volume into this zone), attach it, and find it by its NVMe serial.
 #  3. mkfs only when the volume is blank, mount it, fetch the job from S3 onto it.
-#  4. Train (resuming from the job's checkpoints on the volume), polling the spot
+#  4. Train under `timeout` (the job's max run time), resuming from the job's checkpoints on
+#     the volume, polling the spot
 #     interruption notice every few seconds and sending the trainer SIGTERM on one.
 #  5. Publish a finished version to S3 (manifest last), upload the log and the status.
 #  6. Always, even after an error: sync, unmount, detach, delete the fleet, terminate.
@@ -91,6 +95,10 @@ finish() {
 }
 trap finish EXIT
 
+# The backstop: whatever happens below (a hung attach, a wedged trainer, this script killed).
+shutdown -h "+$BACKSTOP_MINUTES" "parrotbot: max run time exceeded" ||
+  say "could not schedule the backstop shutdown in $BACKSTOP_MINUTES min"
+
 INSTANCE_ID=$(imds meta-data/instance-id)
 say "instance $INSTANCE_ID, job $JOB_ID, attempt $ATTEMPT"
 VOLUME_ID=$(wait_for_tag "parrotbot:volume")
@@ -124,7 +132,9 @@ if "$PYTHON" -m training.train --help 2>/dev/null | grep -q -- "--resume"; then
   resume=(--resume)  # continue from the job's last checkpoint on this volume, if any
 fi
 STATUS="failed trainer"
-"$PYTHON" -m training.train --request "$JOB_DIR/request.json" "${resume[@]}" \
+# SIGTERM at the max run time (the trainer checkpoints and stops), SIGKILL a minute later.
+timeout --signal=TERM --kill-after=60 "$MAX_RUN_SECONDS" \
+  "$PYTHON" -m training.train --request "$JOB_DIR/request.json" "${resume[@]}" \
   >>"$JOB_DIR/train.log" 2>&1 &
 TRAINER=$!
 
@@ -144,6 +154,8 @@ wait "$TRAINER" || CODE=$?
 LATEST_FILE="$JOB_DIR/checkpoints/$MODEL_KIND/LATEST"
 if [ "$NOTICE" = 1 ]; then
   STATUS="interrupted"
+elif [ "$CODE" = 124 ] || [ "$CODE" = 137 ]; then
+  STATUS="failed timeout: ran over max_run_seconds ($MAX_RUN_SECONDS s)"
 elif [ "$CODE" != 0 ]; then
   STATUS="failed $CODE"
 elif [ -f "$LATEST_FILE" ]; then

@@ -187,7 +187,7 @@ class Box:
     def index(self, prefix: str) -> int:
         return next(i for i, line in enumerate(self.calls()) if line.startswith(prefix))
 
-    def script(self) -> Path:
+    def script(self, max_run_seconds: int = 3600) -> Path:
         params = UserDataParams(
             job_id=JOB,
             attempt=1,
@@ -195,6 +195,7 @@ class Box:
             s3_job=S3_JOB,
             model_kind="char_rnn",
             mount_dir=str(self.mount_dir),
+            max_run_seconds=max_run_seconds,
             python=str(self.root / "bin" / "trainer"),
             bootstrap=('echo bootstrapped >>"$STUB_LOG"',),
             notice_poll_seconds=1,
@@ -207,7 +208,9 @@ class Box:
         path.write_text(render(params))
         return path
 
-    def start(self, trainer: str, *, formatted: bool = False) -> subprocess.Popen[str]:
+    def start(
+        self, trainer: str, *, formatted: bool = False, max_run_seconds: int = 3600
+    ) -> subprocess.Popen[str]:
         env = {
             "PATH": f"{self.root / 'bin'}:{os.environ['PATH']}",
             "STUB_LOG": str(self.log),
@@ -217,7 +220,7 @@ class Box:
             "HOME": str(self.root),
         }
         return subprocess.Popen(
-            ["bash", str(self.script())],
+            ["bash", str(self.script(max_run_seconds))],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -269,7 +272,8 @@ def test_the_rendered_user_data_passes_shellcheck(tmp_path: Path) -> None:
     script = render(
         UserDataParams(
             job_id=JOB, attempt=2, region="eu-west-1", s3_job=S3_JOB, model_kind="char_rnn",
-            mount_dir="/mnt/parrotbot", bootstrap=("python3 -m pip install 'structlog>=24.1'",),
+            mount_dir="/mnt/parrotbot", max_run_seconds=7200,
+            bootstrap=("python3 -m pip install 'structlog>=24.1'",),
         )
     )  # fmt: skip
     path = tmp_path / "userdata.sh"
@@ -350,3 +354,38 @@ def test_a_failed_trainer_is_reported_and_the_instance_still_ends(box: Box) -> N
     status = box.s3 / S3_JOB.removeprefix("s3://") / "status" / "attempt-1"
     assert status.read_text().strip() == "failed 3"
     assert "shutdown -h now" in box.calls()
+
+
+def test_the_instance_schedules_its_own_end_at_boot(box: Box) -> None:
+    """Before anything that could hang: a shutdown after max run time, tag wait and margin."""
+    process = box.start("publish", max_run_seconds=7200)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    calls = box.calls()
+    backstop = next(line for line in calls if line.startswith("shutdown -h +"))
+    minutes = int(backstop.split()[2].removeprefix("+"))
+    # 3 tag tries of 1 s, 7200 s of training and its minute of grace, 30 min of margin.
+    assert minutes == -(-(3 + 7200 + 60 + 30 * 60) // 60)
+    assert box.index("shutdown -h +") < box.index("aws ec2 attach-volume")
+    assert calls[-1] == "shutdown -h now"
+
+
+def test_a_trainer_over_its_max_run_time_is_stopped_and_the_instance_ends(box: Box) -> None:
+    # The trainer would wait 60 s; `timeout` sends it SIGTERM after 1 s, no launcher needed.
+    process = box.start("wait", formatted=True, max_run_seconds=1)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    calls = box.calls()
+    assert "trainer got SIGTERM" in calls
+    status = box.s3 / S3_JOB.removeprefix("s3://") / "status" / "attempt-1"
+    assert status.read_text().strip().startswith("failed timeout"), status.read_text()
+    assert box.index("umount") < box.index("aws ec2 detach-volume") < box.index("shutdown -h now")
+
+
+def test_a_max_run_time_that_is_not_positive_is_refused() -> None:
+    params = UserDataParams(
+        job_id=JOB, attempt=1, region="us-east-1", s3_job=S3_JOB, model_kind="char_rnn",
+        mount_dir="/mnt/parrotbot", max_run_seconds=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="max_run_seconds"):
+        render(params)
