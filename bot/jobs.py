@@ -125,6 +125,7 @@ class BotJobs:
                 me=self._me,
                 settings=self.config.replies,
                 recent=self._recent(),
+                fence=self.fence,
             )
         except PlatformError as exc:
             platform_failed("mentions.failed", exc)

@@ -135,3 +135,8 @@ class Keys:
     # Set while an author is in cooldown after the bot answered them.
     def author_cooldown(self, author_id: str) -> str:
         return self._key("cooldown", author_id)
+
+    # Hash: author id -> JSON {"handle", "at", "mention_id"} of authors who opted out of replies.
+    @property
+    def opted_out(self) -> str:
+        return self._key("replies", "opted_out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -111,3 +112,70 @@ def test_replies_to_non_mentions_to_self_and_beyond_the_cap_are_never_sent(
     # Polling again answers nothing twice (the cursor moved, and the records say so).
     again = poll_mentions(platform, platform.state, service, me=me)
     assert again == [] and len(emulator.requests_to(CREATE)) == 4
+
+
+def test_retweets_and_quotes_without_a_mention_of_their_own_are_never_answered(
+    emulator, x_platform_factory, service: GenerationService
+) -> None:
+    """X serves retweets ("RT @parrotbot: …") in the mentions timeline; they are no summons."""
+    bot, alice, bob, carol, dave = (
+        emulator.bot,
+        *(emulator.add_user(n) for n in ("alice", "bob", "carol", "dave")),
+    )
+    own = emulator.add_post(bot, "an early bird gets the worm")
+    summons = emulator.add_post(carol, "@parrotbot is time money?")
+    retweet_of_bot = emulator.add_retweet(alice, own)
+    retweet_of_summons = emulator.add_retweet(bob, summons)
+    quiet_quote = emulator.add_quote(dave, own, "so true", reply_to=own)  # in the feed: a reply
+    asking_quote = emulator.add_quote(alice, own, "@parrotbot and the late one?")
+    platform = x_platform_factory()
+    me = platform.me()
+
+    (fetched,) = [m for m in platform.mentions(None) if m.id == retweet_of_bot.id]
+    assert fetched.is_retweet and fetched.text.startswith("RT @parrotbot: ")
+    assert {m.id for m in platform.mentions(None)} >= {quiet_quote.id, asking_quote.id}
+
+    outcomes = poll_mentions(platform, platform.state, service, me=me,
+                             settings=RepliesConfig(author_cooldown_seconds=0))  # fmt: skip
+
+    recorded = {
+        post.id: platform.state.redis.hget(platform.state.keys.reply(post.id), "outcome")
+        for post in (summons, retweet_of_bot, retweet_of_summons, quiet_quote, asking_quote)
+    }
+    assert recorded == {
+        summons.id: "replied",
+        retweet_of_bot.id: "skipped_retweet",
+        retweet_of_summons.id: "skipped_retweet",
+        quiet_quote.id: "skipped_not_summoned",
+        asking_quote.id: "replied",
+    }
+    assert outcomes.count(ReplyOutcome.REPLIED) == 2
+    for post in (retweet_of_bot, retweet_of_summons, quiet_quote):
+        assert emulator.replies_to(post.id) == []
+    assert len(emulator.requests_to(CREATE)) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "is_retweet", "summoned"),
+    [
+        ("RT @parrotbot: an early bird", False, False),  # the text form alone is enough
+        ("RT @alice: @parrotbot hi", False, False),
+        ("@parrotbot hi", True, False),  # the reference alone is enough
+        ("rt @parrotbot: lowercase is still a retweet", False, False),
+        ("@parrotbot RT @alice: that is a quote of yours", False, True),
+    ],
+)
+def test_a_retweet_is_never_a_summons(text: str, is_retweet: bool, summoned: bool) -> None:
+    mention = dataclasses.replace(tweet(text), is_retweet=is_retweet)
+    assert is_summoned(mention, "parrotbot") is summoned
+
+
+def test_a_quote_summons_only_with_its_own_words() -> None:
+    quote = dataclasses.replace(
+        tweet("\u201c@parrotbot: an early bird\u201d so true https://t.co/abc"), is_quote=True
+    )
+    assert not is_summoned(quote, "parrotbot")
+    asking = dataclasses.replace(
+        tweet("@parrotbot why \u201cearly\u201d? https://t.co/abc"), is_quote=True
+    )
+    assert is_summoned(asking, "parrotbot")

@@ -38,6 +38,11 @@ class Forbidden(PlatformError):
     """403: the app or account may not do this (permissions, a suspended account, policy)."""
 
 
+class NotPermitted(Forbidden):
+    """403 because the app or its token lacks a permission: every write fails the same way
+    until the operator fixes the app, so it says nothing about the post being written."""
+
+
 class ReplyNotAllowed(Forbidden):
     """403 on a reply: the author did not mention the bot, so X refuses the reply."""
 
@@ -135,6 +140,16 @@ class Platform(Protocol):
         Reconciles a scheduled post whose outcome is unknown (bot/ledger.py).
         """
         ...
+
+
+def is_transient(exc: PlatformError) -> bool:
+    """The failure will pass without the request changing: a spent budget, a rate limit,
+    X or the network failing, a lost answer, or credentials and permissions the operator
+    must fix (they fail every call alike). Anything else (a 400, a 404, a 403 about this
+    post) is about the request itself and may never pass."""
+    return isinstance(
+        exc, RateLimited | BudgetExhausted | ServerError | OutcomeUnknown | AuthError | NotPermitted
+    )
 
 
 def platform_failed(event: str, exc: PlatformError, **context: object) -> None:

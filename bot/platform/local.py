@@ -2,7 +2,9 @@
 
 - `timelines/<handle>.jsonl`: a target's tweets, `{"id", "text", "created_at"}` per line.
 - `mentions.jsonl`: mentions of the bot, `{"id", "author", "text"}` per line; anyone may
-  append while the daemon runs (`parrotbot mention` does it for you).
+  append while the daemon runs (`parrotbot mention` does it for you). Optional
+  `in_reply_to_tweet_id`, `quoted_tweet_id` and `retweeted_tweet_id` play X's
+  `referenced_tweets`.
 - `outbox.jsonl`: what the bot posted, `{"id", "text", "created_at", "author",
   "in_reply_to_tweet_id"}` per line.
 
@@ -163,6 +165,8 @@ class LocalPlatform:
             in_reply_to_tweet_id=str(in_reply_to) if in_reply_to else None,
             conversation_id=str(record.get("conversation_id") or record["id"]),
             is_reply=bool(in_reply_to),
+            is_quote=bool(record.get("quoted_tweet_id")),
+            is_retweet=bool(record.get("retweeted_tweet_id")),
             lang=str(record["lang"]) if record.get("lang") else None,
         )
 

@@ -37,6 +37,7 @@ from bot.platform.base import (
     AuthError,
     Forbidden,
     NotFound,
+    NotPermitted,
     OutcomeUnknown,
     PlatformError,
     RateLimited,
@@ -167,7 +168,7 @@ def _http_error(exc: tweepy.HTTPException, *, write: bool, reply: bool) -> Platf
         if reply and ("reply" in lowered or "mentioned" in lowered):
             return ReplyNotAllowed(f"X does not allow this reply (403): {detail}")
         if "permission" in lowered or "oauth1" in lowered:
-            return Forbidden(f"X refused the call (403 {detail}): {_PERMISSION_HINT}")
+            return NotPermitted(f"X refused the call (403 {detail}): {_PERMISSION_HINT}")
         return Forbidden(f"X refused the call (403): {detail}")
     if isinstance(exc, tweepy.NotFound):
         return NotFound(f"not found on X (404): {detail}")

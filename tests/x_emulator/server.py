@@ -138,6 +138,23 @@ class XEmulator:
         with self.lock:
             return self.world.add_post(author, text, **options)
 
+    def add_retweet(self, author: Account, original: Post) -> Post:
+        """`author` retweets `original` (text `RT @<original's author>: …`, type retweeted)."""
+        with self.lock:
+            return self.world.add_retweet(author, original)
+
+    def add_quote(
+        self, author: Account, quoted: Post, text: str, *, reply_to: Post | None = None
+    ) -> Post:
+        """`author` quotes `quoted` with their own `text` (X appends the quoted post's link)."""
+        with self.lock:
+            return self.world.add_quote(author, quoted, text, reply_to=reply_to)
+
+    def delete_post(self, post_id: str) -> None:
+        """The author deleted the post: it is no longer served, and replies to it fail."""
+        with self.lock:
+            self.world.posts.pop(post_id, None)
+
     def inject(self, endpoint: str, fault: Fault) -> None:
         with self.lock:
             self._faults.setdefault(endpoint, []).append(fault)

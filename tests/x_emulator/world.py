@@ -6,7 +6,11 @@ Kept apart from the HTTP layer so the rules read plainly:
 - `since_id`/`until_id` are exclusive bounds, `exclude` drops retweets and/or replies;
 - pages hold `max_results` posts and carry a `next_token` only when more remain;
 - a reply is allowed only to a post that mentions the replying account or quotes one of its
-  posts (X's rule since 2026-02-23).
+  posts (X's rule since 2026-02-23);
+- a retweet's text is `RT @author: <the original's text>`, so it mentions the original's
+  author and shows in their mentions timeline; a quote's text is the quoter's own words plus
+  a t.co link to the quoted post, so it is in the mentions timeline only when those words
+  @-mention the account (or it replies to one of the account's posts).
 
 Not thread-safe by itself: the server holds its lock around every call.
 """
@@ -106,6 +110,19 @@ class World:
         )
         self.posts[post.id] = post
         return post
+
+    def add_retweet(self, author: Account, original: Post) -> Post:
+        """A retweet as X serves it: `RT @<original's author>: <original's text>`."""
+        original_author = self.accounts[original.author_id]
+        text = f"RT @{original_author.username}: {original.text}"
+        return self.add_post(author, text, retweet_of=original, lang=original.lang)
+
+    def add_quote(
+        self, author: Account, quoted: Post, text: str, *, reply_to: Post | None = None
+    ) -> Post:
+        """A quote as X serves it: the quoter's own `text`, then a t.co link to `quoted`."""
+        link = f"https://t.co/{encode_token(quoted.id)[:10]}"
+        return self.add_post(author, f"{text} {link}".strip(), quote_of=quoted, reply_to=reply_to)
 
     # --- X's rules -----------------------------------------------------------------------
     def mentions(self, post: Post, account: Account) -> bool:
