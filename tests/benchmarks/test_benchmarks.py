@@ -31,3 +31,13 @@ def test_serving_benchmarks_write_their_sections() -> None:
     assert results["generation"]["accepted_tweets_per_s_ratio"] > 0
     assert results["hot_swap"]["failed_requests"] == 0
     assert results["novelty"]["copies_after_filter"] == 0
+
+
+def test_restart_recovery_writes_its_section() -> None:
+    """Restart-to-first-reply after SIGKILL on this checkout (about 5 minutes on two cores)."""
+    from tests.benchmarks import restart_recovery
+
+    assert restart_recovery.main(["--kills", "20", "--label", "after"]) == 0
+    section = json.loads(restart_recovery.RESULTS.read_text())["restart_recovery"]["after"]
+    assert section["kills"] == 20
+    assert section["taken_over_at_once"] == 20
