@@ -231,6 +231,36 @@ def status(
     Console().print(render(report))
 
 
+@app.command("opt-outs")
+def opt_outs(
+    action: Annotated[
+        Literal["list", "remove"], typer.Argument(help="list them, or remove HANDLE.")
+    ] = "list",
+    handle: Annotated[str | None, typer.Argument(help="The author to opt back in.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Authors who opted out of replies (`@bot stop`); `remove HANDLE` opts one back in."""
+    from bot.rules import opted_out_authors, remove_opt_out
+    from bot.state import BotState, connect
+
+    settings = _load_or_exit(config)
+    state = BotState(connect(settings), settings.account)
+    if action == "remove":
+        if not handle:
+            typer.echo("opt-outs remove needs a HANDLE", err=True)
+            raise typer.Exit(2)
+        if not remove_opt_out(state, handle):
+            typer.echo(f"@{handle.removeprefix('@')} has not opted out", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"@{handle.removeprefix('@')} opted back in: the bot may answer them again")
+        return
+    authors = opted_out_authors(state)
+    if not authors:
+        typer.echo("nobody has opted out")
+    for author_id, entry in sorted(authors.items(), key=lambda item: item[1].get("at", 0)):
+        typer.echo(f"@{entry.get('handle', '?')}\t{author_id}\tmention {entry.get('mention_id')}")
+
+
 @app.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference (Markdown), generated from the config models."""

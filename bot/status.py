@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
 from bot.replies import MENTIONS_CURSOR
+from bot.rules import ReplyOutcome, opted_out_authors
 from bot.state import BotState
 
 if TYPE_CHECKING:
@@ -62,7 +63,11 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
         },
         "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
         "mentions_cursor": state.cursor(MENTIONS_CURSOR),
-        "replies_awaiting_outcome": _replies_awaiting_outcome(state),
+        **_reply_records(state),
+        "opted_out": sorted(
+            str(entry.get("handle", author_id))
+            for author_id, entry in opted_out_authors(state).items()
+        ),
         "today": _posted_today(state),
         "x_budget": _x_budget(config, state),
         "training": [
@@ -94,17 +99,22 @@ def _waiting_to_launch(job: Job, now: float) -> dict[str, Any] | None:
     }
 
 
-def _replies_awaiting_outcome(state: BotState) -> int:
-    """Mentions with a recorded intent but no outcome: the backlog the next poll reconciles.
+def _reply_records(state: BotState) -> dict[str, int]:
+    """Mentions with a recorded intent but no outcome (the backlog the next poll reconciles),
+    and mentions given up after `replies.max_attempts`.
 
-    A scan over the account's reply records; they are one small hash per mention, so even
-    years of mentions take a fraction of a second.
+    A scan over the account's reply records; they are one small hash per mention and expire
+    after `replies.keep_days`, so even a busy account's take a fraction of a second.
     """
     keys = list(state.redis.scan_iter(match=state.keys.reply("*"), count=1000))
     pipe = state.redis.pipeline(transaction=False)
     for key in keys:
-        pipe.hexists(key, "outcome")
-    return sum(1 for answered in pipe.execute() if not answered) if keys else 0
+        pipe.hmget(key, "intent_at", "outcome")
+    fields = pipe.execute() if keys else []
+    return {
+        "replies_awaiting_outcome": sum(1 for intent, outcome in fields if intent and not outcome),
+        "replies_gave_up": sum(1 for _intent, outcome in fields if outcome == ReplyOutcome.GAVE_UP),
+    }
 
 
 def _x_budget(config: BotConfig, state: BotState) -> dict[str, Any]:
@@ -181,6 +191,8 @@ def render(status: dict[str, Any]) -> Any:
                 ("X budget", _budget_line(status["x_budget"])),
                 ("mentions cursor", status["mentions_cursor"]),
                 ("replies awaiting an outcome", status["replies_awaiting_outcome"]),
+                ("mentions given up", status["replies_gave_up"]),
+                ("opted out of replies", _handles(status["opted_out"])),
                 ("new tweets since training", status["new_tweets_since_training"]),
                 ("filtered", _filters(status["filters"])),
                 ("retrain jobs", _training(status["training"])),
@@ -195,6 +207,13 @@ def render(status: dict[str, Any]) -> Any:
         ),
     ]
     return Group(*parts)
+
+
+def _handles(handles: list[str]) -> str:
+    if not handles:
+        return "nobody"
+    shown = ", ".join(f"@{h}" for h in handles[:10])
+    return shown + (f" and {len(handles) - 10} more" if len(handles) > 10 else "")
 
 
 def _duration(seconds: float | None) -> str | None:

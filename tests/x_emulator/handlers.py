@@ -32,10 +32,13 @@ def auth_problem(status: int) -> dict[str, Any]:
     return problem(status, "Unauthorized", "Unauthorized")
 
 
-def server_problem(status: int) -> dict[str, Any]:
-    titles = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+def server_problem(status: int, detail: str | None = None) -> dict[str, Any]:
+    """The problem body X sends with `status` (an injected fault's answer)."""
+    titles = {400: "Invalid Request", 403: "Forbidden", 404: "Not Found Error", 429:
+              "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+              503: "Service Unavailable"}  # fmt: skip
     title = titles.get(status, "Server Error")
-    return problem(status, title, title)
+    return problem(status, title, detail or title)
 
 
 def invalid(parameter: str, value: str, message: str) -> tuple[int, dict[str, Any]]:

@@ -68,13 +68,16 @@ class Request:
 
 @dataclass
 class Fault:
-    """`latency` sleeps `seconds` first; `status` answers `status` before anything happens;
-    `lost_response` creates the post and closes the connection without an answer;
-    `status_after_commit` creates the post and answers `status` anyway."""
+    """`latency` sleeps `seconds` first; `status` answers `status` before anything happens
+    (with X's problem body; `detail` as X words it, e.g. a 403 "You are not allowed to create
+    a Tweet with duplicate content."); `lost_response` creates the post and closes the
+    connection without an answer; `status_after_commit` creates the post and answers
+    `status` anyway."""
 
     kind: FaultKind
     status: int = 503
     seconds: float = 0.0
+    detail: str | None = None
     times: int | None = 1  # None: every matching request (with `probability`)
     probability: float = 1.0
 
@@ -223,7 +226,7 @@ class XEmulator:
         if fault is not None and fault.kind == "latency":
             time.sleep(fault.seconds)
         elif fault is not None and fault.kind == "status":
-            return fault.status, handlers.server_problem(fault.status), headers
+            return fault.status, handlers.server_problem(fault.status, fault.detail), headers
         token = _oauth(request.headers).get("oauth_token", "")
         with self.lock:
             status, body = handlers.handle(
