@@ -155,7 +155,8 @@ def _rules_say_no(guard: ReplyGuard, mention: Tweet, me: User) -> ReplyOutcome |
     kind = command(mention, me.handle, guard.settings)
     if kind is not None:
         outcome = guard.record_command(mention, kind)
-        log.info(f"reply.{outcome}", mention_id=mention.id, author=mention.author_handle)
+        event = "reply.opted_out" if outcome is ReplyOutcome.OPTED_OUT else "reply.opted_in"
+        log.info(event, mention_id=mention.id, author=mention.author_handle)
         return outcome
     if guard.is_opted_out(mention):  # checked again in the claim, which decides
         return _skip(guard, mention, ReplyOutcome.SKIPPED_OPTED_OUT)
