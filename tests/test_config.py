@@ -162,3 +162,13 @@ def test_the_x_example_config_is_valid_and_x_settings_are_checked(tmp_path: Path
     for expected in ("platform.x.exclude.1", "platform.x.budgets.posts_per_day",
                      "cleaning.urls", "cleaning.shout: unknown setting"):  # fmt: skip
         assert expected in result.stderr, result.stderr
+
+
+def test_reply_words_are_normalised_and_an_empty_one_is_named(tmp_path: Path) -> None:
+    text = VALID + "replies:\n  opt_out_words: ['STOP', '  opt   out ']\n  max_attempts: 2\n"
+    replies = load_config(write(tmp_path, text)).replies
+    assert replies.opt_out_words == ["stop", "opt out"] and replies.max_attempts == 2
+    assert replies.keep_days == 60 and replies.opt_in_words == ["start"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, VALID + "replies:\n  opt_in_words: ['start', ' ']\n"))
+    assert any("replies.opt_in_words" in p and "empty" in p for p in caught.value.problems)
