@@ -31,6 +31,8 @@ ROLE_RELOCATING = "data-relocating"
 ROLE_SNAPSHOT = "relocation"
 ROLE_TRAINER = "trainer"
 
+OWNER_PARAM = "ExpectedBucketOwner"
+
 # Instances in these states cost nothing more and hold no volume.
 GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 LIVE_STATES = ("pending", "running")
@@ -85,7 +87,28 @@ class Cloud:
             connect_timeout=10,
             read_timeout=60,
         )
-        return self.session.client(service, config=config)
+        client = self.session.client(service, config=config)
+        if service == "s3":
+            client.meta.events.register("provide-client-params.s3", self._expect_owner)
+        return client
+
+    @functools.cached_property
+    def aws_account_id(self) -> str:
+        """The AWS account these credentials act in (asked of STS once, on the first S3 call)."""
+        return self.client("sts").get_caller_identity()["Account"]
+
+    def _expect_owner(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        """Every S3 call that can name the bucket's owner names ours: `ExpectedBucketOwner`.
+
+        A bucket name is global: if ours were deleted and taken by another AWS account, S3
+        would answer that account's bucket. With the owner named, it refuses (403) instead of
+        reading their objects or handing them our datasets. Registered on the client, so
+        every call made through it carries it (s3transfer's downloads and uploads included);
+        calls that take no owner (CreateBucket, ListBuckets) are left as they are.
+        """
+        shape = model.input_shape
+        if shape is not None and OWNER_PARAM in shape.members and OWNER_PARAM not in params:
+            params[OWNER_PARAM] = self.aws_account_id
 
     @property
     def ec2(self) -> Any:

@@ -383,6 +383,17 @@ class Fleets:
             log.warning("fleet.not_deleted", fleet_id=fleet_id, error=str(exc))
 
 
+def root_device_name(cloud: Cloud) -> str:
+    """The AMI's root device (`/dev/sda1`, `/dev/xvda`): the mapping that encrypts it names it."""
+    images = cloud.ec2.describe_images(ImageIds=[cloud.settings.ami_id])["Images"]
+    if not images or not images[0].get("RootDeviceName"):
+        raise LaunchError(
+            f"AMI {cloud.settings.ami_id} (training.aws.ami_id) not found in "
+            f"{cloud.settings.region}, or it names no root device"
+        )
+    return images[0]["RootDeviceName"]
+
+
 def launch_template_data(cloud: Cloud) -> dict[str, Any]:
     """The template every job's instance starts from (setup creates it; jobs add user-data)."""
     settings = cloud.settings
@@ -399,7 +410,14 @@ def launch_template_data(cloud: Cloud) -> dict[str, Any]:
         },
         # `shutdown -h` from inside ends the instance for good: nothing is left running.
         "InstanceInitiatedShutdownBehavior": "terminate",
-        # The AMI's root volume keeps its DeleteOnTermination; tagged so gc can account for it.
+        # The root volume holds the job's code, request and logs while it runs: encrypted
+        # (the AMI's snapshot may not be), gone with the instance, tagged so gc sees it.
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": root_device_name(cloud),
+                "Ebs": {"Encrypted": True, "DeleteOnTermination": True, "VolumeType": "gp3"},
+            }
+        ],
         "TagSpecifications": [cloud.tag_spec("volume", ROLE_TRAINER)],
     }
     if settings.key_name:

@@ -112,6 +112,13 @@ class AwsSettings(BaseModel):
         default_factory=DownloadRetry,
         description="How the daemon retries S3 errors while it downloads a published version.",
     )
+    # Datasets, code, logs and versions of old jobs pile up; a daemon pulls a version within a
+    # checkpoint poll of its promotion, so what is older than this has long been pulled.
+    job_expiry_days: Annotated[int, Field(ge=0, le=36500)] = Field(
+        default=90,
+        description="S3 deletes objects under `jobs/` this many days after upload "
+        "(a bucket lifecycle rule setup writes); 0: never.",
+    )
 
     @field_validator("instance_types")
     @classmethod

@@ -23,6 +23,7 @@ from infra.volume import DataVolume
 log = structlog.get_logger(__name__)
 
 POLICY_NAME = "parrotbot-trainer"
+TLS_ONLY_SID = "ParrotbotDenyInsecureTransport"
 
 
 class Report(list[str]):
@@ -152,6 +153,88 @@ def _bucket(cloud: Cloud, report: Report) -> None:
         OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
     )
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": cloud.tags("bucket")})
+    _bucket_policy(cloud, report)
+    _lifecycle(cloud, report)
+
+
+def tls_only_statement(bucket: str) -> dict[str, Any]:
+    """Deny every request to the bucket that does not come over TLS."""
+    arn = f"arn:aws:s3:::{bucket}"
+    return {
+        "Sid": TLS_ONLY_SID,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": [arn, f"{arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def _bucket_policy(cloud: Cloud, report: Report) -> None:
+    """Add (or refresh) our statement, keeping whatever else the bucket's policy says."""
+    s3 = cloud.s3
+    bucket = cloud.settings.bucket
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucketPolicy":
+            raise
+        policy = {"Version": "2012-10-17", "Statement": []}
+    wanted = tls_only_statement(bucket)
+    others = [st for st in policy.get("Statement", []) if st.get("Sid") != TLS_ONLY_SID]
+    if len(others) < len(policy.get("Statement", [])) and wanted in policy["Statement"]:
+        report.add("exists", "bucket policy", TLS_ONLY_SID)
+        return
+    policy["Statement"] = [*others, wanted]
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    report.add("created", "bucket policy", TLS_ONLY_SID)
+
+
+def lifecycle_rules(cloud: Cloud) -> list[dict[str, Any]]:
+    """This account's rules: old job objects expire; unfinished multipart uploads go."""
+    root = cloud.settings.root(cloud.account)
+    rules: list[dict[str, Any]] = [
+        {
+            "ID": cloud.settings.resource_name(cloud.account, "abort-uploads"),
+            "Filter": {"Prefix": f"{root}/"},
+            "Status": "Enabled",
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+        }
+    ]
+    if cloud.settings.job_expiry_days:
+        rules.append(
+            {
+                "ID": cloud.settings.resource_name(cloud.account, "expire-jobs"),
+                "Filter": {"Prefix": f"{root}/jobs/"},
+                "Status": "Enabled",
+                "Expiration": {"Days": cloud.settings.job_expiry_days},
+            }
+        )
+    return rules
+
+
+def _lifecycle(cloud: Cloud, report: Report) -> None:
+    """Write this account's lifecycle rules, keeping other accounts' (one bucket, many bots)."""
+    s3 = cloud.s3
+    bucket = cloud.settings.bucket
+    try:
+        current = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        current = []
+    ours = cloud.settings.resource_name(cloud.account, "")
+    others = [rule for rule in current if not rule.get("ID", "").startswith(ours)]
+    wanted = lifecycle_rules(cloud)
+    if [rule for rule in current if rule not in others] == wanted:
+        report.add("exists", "lifecycle rules", ours + "*")
+        return
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *wanted]}
+    )
+    report.add(
+        "updated" if len(current) > len(others) else "created", "lifecycle rules", ours + "*"
+    )
 
 
 def _data_volume(cloud: Cloud, report: Report) -> None:

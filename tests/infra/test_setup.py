@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
 from bot.cli import app
 from infra.cloud import Cloud
+from infra.exchange import S3Exchange
 from infra.gc import collect
 from infra.setup import POLICY_NAME, setup, teardown
-from tests.infra.helpers import live_instances
+from tests.infra.helpers import latest_version, live_instances, publish_to_s3
 
 
 def inventory(cloud: Cloud) -> dict[str, Any]:
@@ -210,3 +213,87 @@ def test_the_cli_prints_what_it_did(cloud: Cloud, write_config, tmp_path) -> Non
     result = runner.invoke(app, ["infra", "teardown", "-c", str(config), "--yes"])
     assert result.exit_code == 0, result.output
     assert f"deleted bucket {cloud.settings.bucket}" in result.stdout
+
+
+def test_the_bucket_refuses_plain_http_and_old_job_objects_expire(cloud: Cloud) -> None:
+    s3, bucket = cloud.s3, cloud.settings.bucket
+    setup(cloud)
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    (deny,) = [st for st in policy["Statement"] if st["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Action"] == "s3:*" and deny["Principal"] == "*"
+    assert sorted(deny["Resource"]) == [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]
+
+    root = cloud.settings.root(cloud.account)
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    expiring = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules
+                if "Expiration" in rule}  # fmt: skip
+    assert expiring == {f"{root}/jobs/": 90}, rules
+    assert all(rule["Status"] == "Enabled" for rule in rules)
+    assert all(not rule["Filter"]["Prefix"].startswith(f"{root}/checkpoints") for rule in rules)
+
+    # Another bot account's rule in the same bucket stays; a new expiry replaces ours.
+    other = {"ID": "someone-else", "Filter": {"Prefix": "parrotbot/someone-else/jobs/"},
+             "Status": "Enabled", "Expiration": {"Days": 3}}  # fmt: skip
+    s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [*rules, other]}
+    )
+    shorter = Cloud(cloud.settings.model_copy(update={"job_expiry_days": 7}), cloud.account)
+    assert any(line.startswith("updated lifecycle rules") for line in setup(shorter))
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    expiring = {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in rules
+                if "Expiration" in rule}  # fmt: skip
+    assert expiring == {f"{root}/jobs/": 7, "parrotbot/someone-else/jobs/": 3}
+    assert len(json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]) == 1
+
+
+def test_the_trainers_root_volume_is_encrypted(cloud: Cloud) -> None:
+    setup(cloud)
+    name = cloud.settings.resource_name(cloud.account, "trainer")
+    data = cloud.ec2.describe_launch_template_versions(
+        LaunchTemplateName=name, Versions=["$Default"]
+    )["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    (image,) = cloud.ec2.describe_images(ImageIds=[cloud.settings.ami_id])["Images"]
+    (root,) = data["BlockDeviceMappings"]
+    assert root["DeviceName"] == image["RootDeviceName"]
+    assert root["Ebs"]["Encrypted"] is True and root["Ebs"]["DeleteOnTermination"] is True
+
+
+# S3 operations that cannot name the bucket's owner (there is none yet, or no bucket at all).
+NO_OWNER = {"CreateBucket", "ListBuckets"}
+
+
+def test_every_s3_call_names_the_buckets_owner(
+    cloud: Cloud, trained_checkpoints: Path, tmp_path: Path
+) -> None:
+    """Seen on the wire: each request of setup, the exchange, gc and teardown carries it."""
+    sent: list[tuple[str, str | None]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        sent.append((model.name, params["headers"].get("x-amz-expected-bucket-owner")))
+
+    cloud.s3.meta.events.register("before-call.s3", record)
+    owner = boto3.client("sts", region_name=cloud.settings.region).get_caller_identity()["Account"]
+
+    setup(cloud)
+    exchange = S3Exchange(cloud.settings, cloud.account, cloud)
+    dataset = tmp_path / "poorrichard.jsonl"
+    dataset.write_text('{"id": "1", "text": "Early to bed"}\n')
+    exchange.upload_job("job-1", [dataset], {"model_kind": "char_rnn"})
+    source = latest_version(trained_checkpoints)
+    prefix = f"{exchange.job_prefix('job-1')}/versions/char_rnn/{source.name}"
+    publish_to_s3(cloud, prefix, source)
+    assert exchange.complete_version("job-1", "char_rnn") == prefix
+    exchange.promote("char_rnn", prefix)
+    assert exchange.pull(tmp_path / "checkpoints" / "char_rnn").installed == source.name
+    exchange.status("job-1", 1)
+    exchange.log_tail("job-1", 1)
+    collect(cloud, busy_jobs=set())
+    teardown(cloud)
+
+    operations = {name for name, _ in sent}
+    assert {"PutBucketPolicy", "PutObject", "GetObject", "ListObjectsV2", "DeleteBucket"} <= (
+        operations
+    )
+    missing = sorted({name for name, value in sent if value != owner and name not in NO_OWNER})
+    assert missing == [], f"S3 calls without ExpectedBucketOwner={owner}: {missing}"
