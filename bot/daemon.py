@@ -198,13 +198,32 @@ class Daemon:
             fence=self.lease.fence,
         )
         jobs.set_dispatcher(self.run_job)
-        scheduler = build_scheduler(self.config, connect(self.config, decode_responses=False))
-        schedule_jobs(scheduler, self.config, cadence_from=post_cadence_start(self.state))
-        scheduler.start()
-        if stale := prune_unknown_jobs(scheduler, self.config):
-            log.info("scheduler.pruned_stale_jobs", jobs=stale)
-        self._scheduler = scheduler
+        self._scheduler = self._start_scheduler()
         metrics.LEADER.set(1)
+
+    def _start_scheduler(self) -> Any:
+        """All or nothing: a scheduler that runs, or none (nothing left running).
+
+        It starts paused, so no job runs while the Redis steps that follow may still fail
+        (pruning reads the job store, which a scheduler reads only once started). Were a
+        half-started scheduler dropped, the next lease round would start another beside it,
+        and every job would then run twice.
+        """
+        raw = connect(self.config, decode_responses=False)
+        scheduler = build_scheduler(self.config, raw)
+        try:
+            schedule_jobs(scheduler, self.config, cadence_from=post_cadence_start(self.state))
+            scheduler.start(paused=True)
+            if stale := prune_unknown_jobs(scheduler, self.config):
+                log.info("scheduler.pruned_stale_jobs", jobs=stale)
+            scheduler.resume()
+        except BaseException:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            jobs.set_dispatcher(None)
+            raw.close()
+            raise
+        return scheduler
 
     def _step_down(self) -> None:
         if self._scheduler is not None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
+from structlog.testing import capture_logs
 
+from bot.config import load_config
 from bot.posting import last_post_at
 from bot.state import BotState
 from tests.daemon_process import DaemonProcess, read_jsonl, wait_until
@@ -284,3 +288,59 @@ def test_embedded_redis_keeps_state_across_daemon_restarts(
     rescrape = second.wait_for("scrape.done", timeout=60)
     assert rescrape["new_tweets"] == 0
     assert second.stop() == 0
+
+
+def _schedulers() -> list[threading.Thread]:
+    """APScheduler's BackgroundScheduler runs its loop in a thread of this name."""
+    return [t for t in threading.enumerate() if t.name == "APScheduler" and t.is_alive()]
+
+
+def test_a_redis_error_while_becoming_leader_leaves_no_second_scheduler(
+    write_config, account: str, redis_url: str
+) -> None:
+    """The failed attempt's scheduler is shut down; the next attempt's is the only one."""
+    from bot.daemon import Daemon
+    from bot.keys import Keys
+    from tests.redis_faults import RedisFaultProxy
+
+    target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = RedisFaultProxy(target["host"], target["port"]).start()
+    config_path = write_config(
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0", training={"launcher": "external"}
+    )
+    # The stale-job pruning reads the whole job store: fail that read once, as a Redis in
+    # trouble would, while the daemon becomes leader for the first time.
+    proxy.fail("HGETALL", Keys(account).scheduler_jobs)
+    daemon = Daemon(load_config(config_path), config_path)
+    before = set(_schedulers())
+    seen: dict[str, object] = {}
+
+    def watch() -> None:
+        try:
+            wait_until(
+                lambda: proxy.hits["HGETALL"] == 1 and daemon._scheduler is not None,
+                timeout=30,
+                message="the daemon never became leader after the injected error",
+            )
+            # The failed attempt's scheduler, if shut down, may take a moment to end its loop.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: len(set(_schedulers()) - before) == 1, timeout=5, message="")
+            seen["schedulers"] = len(set(_schedulers()) - before)
+        finally:
+            daemon.stop_event.set()
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    watcher = threading.Thread(target=watch)
+    with capture_logs() as logs:
+        watcher.start()
+        try:
+            assert daemon.run() == 0
+        finally:
+            daemon.stop_event.set()
+            watcher.join()
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
+            proxy.stop()
+    assert [e["during"] for e in logs if e["event"] == "redis.unavailable"] == ["lease"]
+    assert seen["schedulers"] == 1
+    assert len([e for e in logs if e["event"] == "lease.acquired"]) == 2
