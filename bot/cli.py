@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from bot.archive import DEFAULT_MAX_FILE_MIB, DEFAULT_MAX_TOTAL_MIB
 from bot.config import BotConfig, ConfigError, load_config
 
 app = typer.Typer(
@@ -105,11 +106,17 @@ def import_archive(
     ],
     handle: Annotated[str, typer.Option(help="Whose tweets these are: the dataset's name.")],
     config: ConfigOption = DEFAULT_CONFIG,
+    max_file_mib: Annotated[
+        int, typer.Option(min=1, help="MiB: refuse a tweets file bigger than this, decompressed.")
+    ] = DEFAULT_MAX_FILE_MIB,
+    max_total_mib: Annotated[
+        int, typer.Option(min=1, help="MiB: refuse tweets files bigger than this together.")
+    ] = DEFAULT_MAX_TOTAL_MIB,
 ) -> None:
     """Import an X data export (data/tweets.js) into the handle's dataset, deduplicated."""
     import re
 
-    from bot.archive import ArchiveError, read_archive
+    from bot.archive import MIB, ArchiveError, Limits, read_archive
     from bot.config import HANDLE_PATTERN
     from bot.datasets import dataset_path, merge_records
 
@@ -118,7 +125,7 @@ def import_archive(
         typer.echo(f"--handle: {handle!r} is not an X handle (letters, digits, _; 1-15)", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG)
     try:
-        records = read_archive(path)
+        records = read_archive(path, Limits(max_file_mib * MIB, max_total_mib * MIB))
     except ArchiveError as exc:
         typer.echo(f"cannot import: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -172,3 +172,171 @@ def test_malformed_archives_fail_clearly_and_write_nothing(tmp_path: Path, x_con
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.output
         assert dataset.read_bytes() == before  # nothing half-written
+
+
+def _imports_nothing(x_config: Path, tmp_path: Path) -> tuple[Path, bytes]:
+    """A dataset with three tweets in it, to show that a refused archive leaves it alone."""
+    good = tmp_path / "good.js"
+    good.write_text(_compact([archive_entry(FIRST_ID + i, f"fine {i}") for i in range(3)]))
+    assert import_archive(x_config, good).exit_code == 0
+    dataset = dataset_path(tmp_path / "volume", "target")
+    return dataset, dataset.read_bytes()
+
+
+def _refused(x_config: Path, path: Path, message: str, *options: str) -> None:
+    args = ["import-archive", str(path), "--handle", "target", "--config", str(x_config)]
+    result = runner.invoke(app, [*args, *options])
+    assert result.exit_code == 1, result.output
+    assert f"cannot import: {message}" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
+def _bomb(size: int) -> str:
+    """A valid, empty tweets.js padded with spaces: `size` characters that deflate to ~0.1%."""
+    head, tail = "window.YTD.tweets.part0 = [", "]"
+    return head + " " * (size - len(head) - len(tail)) + tail
+
+
+def test_zip_bomb_members_are_refused_by_their_declared_size(
+    tmp_path: Path, x_config: Path
+) -> None:
+    dataset, before = _imports_nothing(x_config, tmp_path)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data/tweets.js", _bomb(3 * 1024 * 1024))
+    assert bomb.stat().st_size < 20_000
+    _refused(
+        x_config,
+        bomb,
+        f"{bomb}:data/tweets.js: 3 MiB uncompressed, over the cap of 1 MiB per tweets file "
+        "(--max-file-mib)",
+        "--max-file-mib",
+        "1",
+    )
+    # Parts each under the cap per file, over the cap in all.
+    parts = tmp_path / "parts.zip"
+    with zipfile.ZipFile(parts, "w", zipfile.ZIP_DEFLATED) as archive:
+        for part in range(3):
+            archive.writestr(f"data/tweets-part{part}.js", _bomb(1024 * 1024))
+    _refused(
+        x_config,
+        parts,
+        f"{parts}: its tweets files hold 3 MiB uncompressed, over the cap of 2 MiB in all "
+        "(--max-total-mib)",
+        "--max-file-mib",
+        "1",
+        "--max-total-mib",
+        "2",
+    )
+    assert dataset.read_bytes() == before
+
+
+def _under_declare(path: Path, size: int) -> None:
+    """Rewrite the zip's only member to declare `size` bytes uncompressed, in both headers."""
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"PK\x03\x04"
+    raw[22:26] = size.to_bytes(4, "little")  # the local header's uncompressed size
+    central = raw.index(b"PK\x01\x02")
+    raw[central + 24 : central + 28] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_a_member_that_holds_more_than_its_header_says_is_refused(
+    tmp_path: Path, x_config: Path
+) -> None:
+    dataset, before = _imports_nothing(x_config, tmp_path)
+    liar = tmp_path / "liar.zip"
+    with zipfile.ZipFile(liar, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data/tweets.js", _bomb(3 * 1024 * 1024))
+    _under_declare(liar, 1000)
+    assert zipfile.ZipFile(liar).getinfo("data/tweets.js").file_size == 1000
+    # zipfile stops at the declared size; the member's CRC then gives the lie away.
+    _refused(
+        x_config,
+        liar,
+        f"{liar}:data/tweets.js: damaged, or its data does not match its header (Bad CRC-32",
+        "--max-file-mib",
+        "1",
+    )
+    assert dataset.read_bytes() == before
+
+
+def test_a_file_that_never_ends_is_read_only_up_to_the_cap(tmp_path: Path, x_config: Path) -> None:
+    """/dev/zero says it is empty and never ends: the bytes read are counted, not its size."""
+    dataset, before = _imports_nothing(x_config, tmp_path)
+    endless = Path("/dev/zero")
+    _refused(
+        x_config,
+        endless,
+        f"{endless}: declared 0 bytes but holds more than the cap of 1 MiB per tweets file",
+        "--max-file-mib",
+        "1",
+    )
+    assert dataset.read_bytes() == before
+
+
+def test_errors_name_the_right_line_deep_in_big_and_split_archives(tmp_path: Path) -> None:
+    from bot.archive import ArchiveError, read_archive
+
+    entries = generated(0, 3000)
+    entries[2500]["tweet"]["created_at"] = "yesterday"
+    broken = tweets_js(entries, part=1)
+    zipped = tmp_path / "split.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data/tweets.js", tweets_js(generated(5000, 2000)))
+        archive.writestr("data/tweets-part1.js", broken)
+    with pytest.raises(ArchiveError) as error:
+        read_archive(zipped)
+    # The entry's line: the one with its opening brace, two spaces in, as X lays it out.
+    opening = broken.rfind('\n  {\n    "tweet"', 0, broken.index('"yesterday"')) + 1
+    expected = broken.count("\n", 0, opening) + 1
+    assert expected > 2500 * 20
+    assert str(error.value).startswith(
+        f"{zipped}:data/tweets-part1.js: line {expected}: tweet {FIRST_ID + 2500} has an "
+        "unreadable 'created_at' 'yesterday'"
+    )
+
+    cut = tmp_path / "data" / "tweets.js"
+    cut.parent.mkdir()
+    text = _compact(generated(0, 3000))
+    cut.write_text(text.replace(f'"id_str": "{FIRST_ID + 2900}"', f'"id_str" "{FIRST_ID + 2900}"'))
+    with pytest.raises(ArchiveError, match=rf"{cut}: line 2902, column \d+: invalid JSON"):
+        read_archive(tmp_path)
+
+
+class _TallyingText(str):
+    """A text that adds up the characters its searches (count, find, rfind, …) go over."""
+
+    scanned = 0
+
+    def _tally(self, start: int | None, end: int | None) -> None:
+        start, end, _ = slice(start, end).indices(len(self))
+        self.scanned += max(0, end - start)
+
+    def count(self, sub, start=None, end=None):  # type: ignore[no-untyped-def, override]
+        self._tally(start, end)
+        return super().count(sub, start, end)
+
+    def find(self, sub, start=None, end=None):  # type: ignore[no-untyped-def, override]
+        self._tally(start, end)
+        return super().find(sub, start, end)
+
+    def rfind(self, sub, start=None, end=None):  # type: ignore[no-untyped-def, override]
+        self._tally(start, end)
+        return super().rfind(sub, start, end)
+
+    def index(self, sub, start=None, end=None):  # type: ignore[no-untyped-def, override]
+        self._tally(start, end)
+        return super().index(sub, start, end)
+
+
+def test_counting_lines_goes_over_the_text_once_not_once_per_entry() -> None:
+    """Linear, shown without a clock: searching from the start per entry went over n²/2 entries.
+
+    (Speed itself is measured by tests/benchmarks/archive_import.py.)
+    """
+    from bot.archive import parse_part
+
+    text = _TallyingText(tweets_js(generated(0, 2000)))
+    assert len(parse_part("tweets.js", text)) == 2000
+    assert text.scanned <= len(text)
