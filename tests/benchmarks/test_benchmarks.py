@@ -41,3 +41,12 @@ def test_restart_recovery_writes_its_section() -> None:
     section = json.loads(restart_recovery.RESULTS.read_text())["restart_recovery"]["after"]
     assert section["kills"] == 20
     assert section["taken_over_at_once"] == 20
+
+
+def test_archive_import_writes_its_section() -> None:
+    """A 50,000-tweet X export imports in under 10 s (about 30 s in all, with the code before)."""
+    from tests.benchmarks import archive_import
+
+    assert archive_import.main([]) == 0
+    section = json.loads(archive_import.RESULTS.read_text())["archive_import"]
+    assert section["tweets"] == 50_000 and section["within_target"]
