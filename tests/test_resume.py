@@ -164,3 +164,46 @@ def test_char_rnn_publishes_its_best_epoch_and_stops_early(tmp_path: Path) -> No
     assert manifest.val_loss == pytest.approx(min(val), rel=1e-4)
     assert len(val) < 60  # stopped early
     assert val[-1] > min(val) and val[-2] > min(val)  # after `patience` epochs without a gain
+
+
+class _OpensAFile:
+    """A pickled object that runs code when unpickled: it creates the file it names."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_refused_not_run(tmp_path: Path) -> None:
+    """A run folder is on a volume a trainer shares: resume unpickles no arbitrary object."""
+    import torch
+
+    dataset = write_dataset(tmp_path / "datasets" / "poorrichard.jsonl")
+    req = request(
+        tmp_path, dataset, "gpt2", **TINY_GPT2 | {"max_steps": 20, "checkpoint_interval": 5}
+    )
+    proc = _start(tmp_path, req)
+    try:
+        _wait_for(proc, "gpt2.checkpoint_saved")
+        _wait_for(proc, "gpt2.checkpoint_saved")
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run_dir,) = runs_root(tmp_path / "checkpoints", "gpt2").iterdir()
+    newest, older = list_checkpoints(run_dir)[:2]
+    marker = tmp_path / "code-ran"
+    good = torch.load(newest, weights_only=False)  # ours: the test trusts it
+    torch.save(good | {"state": _OpensAFile(marker)}, newest)  # the rest of it looks right
+
+    with capture_logs() as logs:
+        manifest = run_training(req | {"resume": True})
+    assert not marker.exists(), "unpickling the checkpoint ran its code"
+    events = {e["event"]: e for e in logs}
+    assert events["runs.checkpoint_unreadable"]["path"] == str(newest)
+    assert "weights_only" in events["runs.checkpoint_unreadable"]["error"]
+    assert events["gpt2.resumed"]["checkpoint"] == str(older)  # a checkpoint we wrote: loads
+    assert manifest.step == 20

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import structlog
 
@@ -32,7 +31,11 @@ from training.runs import (
     python_numpy_rng_state,
     restore_python_numpy_rng,
 )
+from training.tf_quiet import quiet_tensorflow
 from training.trainlog import Progress, TrainLog
+
+with quiet_tensorflow():  # Keras loads TensorFlow
+    import keras
 
 if TYPE_CHECKING:
     from training.char_rnn import CharRNN, CharRNNConfig
@@ -73,13 +76,6 @@ def _weights(model: keras.Model, prefix: str = "w") -> dict[str, np.ndarray]:
 def _set_weights(model: keras.Model, arrays: dict[str, np.ndarray], prefix: str = "w") -> None:
     n = sum(1 for k in arrays if k.startswith(prefix) and k[len(prefix) :].isdigit())
     model.set_weights([arrays[f"{prefix}{i}"] for i in range(n)])
-
-
-def _rng_json() -> dict[str, Any]:
-    state = python_numpy_rng_state()
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    state["numpy"] = [kind, keys.tolist(), pos, has_gauss, cached]
-    return state
 
 
 def fit(
@@ -136,7 +132,9 @@ def fit(
             return
         arrays = _weights(train_model)
         arrays |= {f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
-        blob = _pack(arrays, {"state": state, "rng": _rng_json(), "vocab": model.vocab.chars})
+        blob = _pack(
+            arrays, {"state": state, "rng": python_numpy_rng_state(), "vocab": model.vocab.chars}
+        )
         atomic_write_bytes(checkpoint_path(run_dir, state["step"], "npz"), blob)
         prune_checkpoints(run_dir)
         log.debug("char_rnn.checkpoint_saved", step=state["step"])

@@ -162,6 +162,15 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A resume checkpoint: tensors, numbers, strings and containers only.
+
+    ``weights_only=True`` refuses any other pickled object, which would otherwise run code
+    on load: a run folder on a shared volume is not trusted to be what we wrote.
+    """
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _restore_rng(state: dict[str, Any]) -> None:
     restore_python_numpy_rng(state)
     torch.set_rng_state(state["torch"])
@@ -252,7 +261,7 @@ def fit(
     state |= {"elapsed": 0.0, "train_loss": None, "val_loss": None}
     state |= {"train_seconds": 0.0, "tokens": 0}
     if resume:
-        path, ckpt = load_newest(run_dir, lambda p: torch.load(p, weights_only=False))
+        path, ckpt = load_newest(run_dir, load_checkpoint)
         raw_model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -116,15 +116,25 @@ def load_newest(run_dir: Path, load: Callable[[Path], Any]) -> tuple[Path, Any]:
 
 
 def python_numpy_rng_state() -> dict[str, Any]:
-    """The global Python and legacy NumPy RNG states (libraries may draw from either)."""
-    return {"python": random.getstate(), "numpy": np.random.get_state()}
+    """The global Python and legacy NumPy RNG states (libraries may draw from either).
+
+    As plain lists and numbers: a checkpoint holding them loads without unpickling objects
+    (JSON for char-RNN, ``torch.load(weights_only=True)`` for GPT-2).
+    """
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [str(kind), keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def restore_python_numpy_rng(state: dict[str, Any]) -> None:
     py = state["python"]
     # JSON/pickle round trips turn the inner tuple into a list; random wants tuples.
     random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(tuple(state["numpy"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
