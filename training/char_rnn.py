@@ -12,27 +12,24 @@ character costs one step instead of re-running the whole prefix.
 
 from __future__ import annotations
 
-import os
-
-# Set before TensorFlow loads, or its C++ side prints info lines on every import. (TF 2.21
-# still writes a few absl lines from before its logging starts; they are not JSON and
-# log readers skip them.)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import keras
 import numpy as np
 import structlog
-import tensorflow as tf
 
 from training.char_rnn_config import CharRNNConfig
 from training.models import EpochReport, ModelLoadError, TrainResult
 from training.sampling import Sampling, choose, per_row, seen_tokens
+from training.tf_quiet import quiet_tensorflow
+
+# Imported inside the filter, or TensorFlow's C++ side prints notices on every load.
+with quiet_tensorflow():
+    import keras
+    import tensorflow as tf
 
 __all__ = ["CharRNN", "CharRNNConfig", "Vocab"]
 
