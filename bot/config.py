@@ -111,6 +111,23 @@ class XPlatformConfig(_Strict):
         return value
 
 
+def _is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    from ipaddress import ip_address
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # a malformed [::1 bracket
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PlatformConfig(_Strict):
     kind: Literal["local", "x"] = "local"
     api_base_url: str = "https://api.x.com"
@@ -127,6 +144,12 @@ class PlatformConfig(_Strict):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http(s) URL such as https://api.x.com")
+        if value.lower().startswith("http://") and not _is_loopback_url(value):
+            # Every request carries the OAuth signature or the bearer token.
+            raise ValueError(
+                "must use https; plain http is allowed only for a loopback host "
+                "(127.0.0.1, ::1, localhost), such as a local X emulator"
+            )
         return value.rstrip("/")
 
 

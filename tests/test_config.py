@@ -172,3 +172,25 @@ def test_reply_words_are_normalised_and_an_empty_one_is_named(tmp_path: Path) ->
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, VALID + "replies:\n  opt_in_words: ['start', ' ']\n"))
     assert any("replies.opt_in_words" in p and "empty" in p for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.x.com", "http://127.0.0.1:8123", "http://127.3.4.5", "http://[::1]:9000",
+     "http://localhost:8000/"],
+)  # fmt: skip
+def test_api_base_url_takes_https_or_a_loopback_http(tmp_path: Path, url: str) -> None:
+    text = VALID + f"platform:\n  api_base_url: '{url}'\n"
+    assert load_config(write(tmp_path, text)).platform.api_base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.x.com", "http://10.0.0.5:8080", "http://[::2]", "http://127.0.0.1.example"]
+)
+def test_api_base_url_over_plain_http_to_another_host_is_refused(tmp_path: Path, url: str) -> None:
+    """The OAuth signature and the bearer token would cross the network in clear text."""
+    text = VALID + f"platform:\n  api_base_url: '{url}'\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    (problem,) = caught.value.problems
+    assert "platform.api_base_url" in problem and "must use https" in problem, problem
