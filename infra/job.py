@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
+from infra.redaction import redact, redact_lines
+
 
 class JobState(StrEnum):
     QUEUED = "queued"
@@ -111,9 +113,13 @@ class Job(JobSpec):
         return (self.finished_at or time.time()) - self.started_at
 
     def to_fields(self, names: list[str] | None = None) -> dict[str, str]:
-        """The hash fields for `names` (default: all), encoded for Redis."""
+        """The hash fields for `names` (default: all), encoded for Redis.
+
+        The trainer's words (its log tail, the failure text) are redacted on the way: a
+        traceback or a library's debug line may carry a credential, and `status` shows them.
+        """
         names = names or [f.name for f in dataclasses.fields(self)]
-        return {name: _encode(getattr(self, name)) for name in names}
+        return {name: _encode(_redacted(name, getattr(self, name))) for name in names}
 
     @classmethod
     def from_fields(cls, raw: dict[str, str]) -> Job:
@@ -125,6 +131,14 @@ class Job(JobSpec):
             values[f.name] = text if _is_text(f.type) else json.loads(text)
         values["state"] = JobState(values.get("state", JobState.QUEUED))
         return cls(**values)
+
+
+def _redacted(name: str, value: Any) -> Any:
+    if name == "log_tail":
+        return redact_lines(value)
+    if name == "outcome":
+        return redact(value)
+    return value
 
 
 def _is_text(annotation: Any) -> bool:

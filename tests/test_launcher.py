@@ -116,6 +116,59 @@ def test_a_failing_trainer_fails_the_job_with_its_log_tail(
     assert failed.attempt == 1, "a failure is not retried"
 
 
+X_AND_AWS_SECRETS = {
+    "CONSUMER_KEY": "ck-launcherTest1",
+    "CONSUMER_SECRET": "cs-launcherTest2",
+    "ACCESS_TOKEN": "99-launcherTest3",
+    "ACCESS_TOKEN_SECRET": "ats-launcherTest4",
+    "BEARER_TOKEN": "AAAAlauncherTest5",
+    "AWS_SECRET_ACCESS_KEY": "aws-launcherTest6",
+    "REDIS_PASSWORD": "redis-launcherTest7",
+    "HF_TOKEN": "hf_launcherTest8",
+}
+
+
+def test_the_trainer_child_gets_no_credentials(
+    queue: RetrainQueue, launchers, account: str, volume: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon holds the X keys; the trainer it starts (real process) sees none of them."""
+    for name, value in X_AND_AWS_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    job = request(queue, account, volume)
+    launchers()
+    running = wait_job(queue, job.id, lambda j: j.instance_id.startswith("local:"), "started")
+    pid = int(running.instance_id.rsplit(":", 1)[1])
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    environ = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+    assert not set(X_AND_AWS_SECRETS) & set(environ), sorted(environ)
+    for value in X_AND_AWS_SECRETS.values():
+        assert value not in raw.decode()
+    assert environ["PATH"] == os.environ["PATH"]
+    assert environ["TF_CPP_MIN_LOG_LEVEL"] == "3"  # its log tail holds no TF start-up notices
+    done = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert done.state is JobState.DONE, done.log_tail
+    assert not any("cuInit" in line or "cudart_stub" in line for line in done.log_tail)
+
+
+def test_the_stored_log_tail_and_outcome_are_redacted(
+    queue: RetrainQueue, launchers, account: str, volume: Path, redis_client: redis.Redis
+) -> None:
+    """A trainer's failure text carrying a credential-shaped value reaches Redis masked."""
+    folder = volume / "datasets" / "oauth_token=tRaInErLeAk42"
+    folder.mkdir()
+    (folder / "broken.jsonl").write_text("{not json\n")
+    job = queue.request(job_spec(account, [str(folder / "broken.jsonl")], model_config=TINY)).job
+    launchers()
+    failed = wait_job(queue, job.id, lambda j: j.state.terminal, "finished")
+    assert failed.state is JobState.FAILED
+    raw = redis_client.hgetall(queue.keys.job(job.id))
+    assert "tRaInErLeAk42" in raw["datasets"]  # the spec is ours, as requested
+    assert "tRaInErLeAk42" not in raw["outcome"] + raw["log_tail"], raw
+    assert "oauth_token=***" in raw["outcome"]
+    assert any("oauth_token=***" in line for line in json.loads(raw["log_tail"]))
+
+
 def scrape_more(dataset: Path) -> str:
     """What the scraper does: rename a file with one more tweet over the dataset; its hash."""
     tweet = {"id": "1873368704429834999", "text": "Lost time is never found again."}
