@@ -28,6 +28,11 @@ from bot.state import BotState
 log = structlog.get_logger(__name__)
 
 DEFAULT_RECONCILE_GRACE_SECONDS = 30.0
+_CLAIM_REFUSED = {
+    Claim.FENCED: "slot_fenced",
+    Claim.TAKEN: "slot_taken",
+    Claim.CLOSED: "slot_closed",
+}
 
 
 def post_scheduled(
@@ -83,7 +88,7 @@ def _attempt(
     claim, claimed = ledger.claim(slot, text, version)
     if claim is not Claim.CLAIMED:
         # fenced: a new leader owns the account; taken/closed: another attempt got there first
-        log.warning("post.skipped", reason=f"slot_{claim}", slot=slot.id)
+        log.warning("post.skipped", reason=_CLAIM_REFUSED[claim], slot=slot.id)
         return None
     try:
         tweet = platform.post(text)
