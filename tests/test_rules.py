@@ -128,29 +128,34 @@ def test_retweets_and_quotes_without_a_mention_of_their_own_are_never_answered(
     retweet_of_summons = emulator.add_retweet(bob, summons)
     quiet_quote = emulator.add_quote(dave, own, "so true", reply_to=own)  # in the feed: a reply
     asking_quote = emulator.add_quote(alice, own, "@parrotbot and the late one?")
+    plain_quote = emulator.add_quote(bob, own, "ha, so true")  # X serves quotes of the bot's posts
     platform = x_platform_factory()
     me = platform.me()
 
     (fetched,) = [m for m in platform.mentions(None) if m.id == retweet_of_bot.id]
     assert fetched.is_retweet and fetched.text.startswith("RT @parrotbot: ")
-    assert {m.id for m in platform.mentions(None)} >= {quiet_quote.id, asking_quote.id}
+    feed = {m.id for m in platform.mentions(None)}
+    assert feed >= {quiet_quote.id, asking_quote.id, plain_quote.id}
 
     outcomes = poll_mentions(platform, platform.state, service, me=me,
                              settings=RepliesConfig(author_cooldown_seconds=0))  # fmt: skip
 
     recorded = {
         post.id: platform.state.redis.hget(platform.state.keys.reply(post.id), "outcome")
-        for post in (summons, retweet_of_bot, retweet_of_summons, quiet_quote, asking_quote)
+        for post in (
+            summons, retweet_of_bot, retweet_of_summons, quiet_quote, plain_quote, asking_quote
+        )
     }
     assert recorded == {
         summons.id: "replied",
         retweet_of_bot.id: "skipped_retweet",
         retweet_of_summons.id: "skipped_retweet",
         quiet_quote.id: "skipped_not_summoned",
+        plain_quote.id: "skipped_not_summoned",
         asking_quote.id: "replied",
     }
     assert outcomes.count(ReplyOutcome.REPLIED) == 2
-    for post in (retweet_of_bot, retweet_of_summons, quiet_quote):
+    for post in (retweet_of_bot, retweet_of_summons, quiet_quote, plain_quote):
         assert emulator.replies_to(post.id) == []
     assert len(emulator.requests_to(CREATE)) == 2
 

@@ -9,8 +9,8 @@ Kept apart from the HTTP layer so the rules read plainly:
   posts (X's rule since 2026-02-23);
 - a retweet's text is `RT @author: <the original's text>`, so it mentions the original's
   author and shows in their mentions timeline; a quote's text is the quoter's own words plus
-  a t.co link to the quoted post, so it is in the mentions timeline only when those words
-  @-mention the account (or it replies to one of the account's posts).
+  a t.co link to the quoted post, and it shows in the quoted author's mentions timeline
+  whether or not those words @-mention them.
 
 Not thread-safe by itself: the server holds its lock around every call.
 """
@@ -156,9 +156,15 @@ class World:
         feed = [
             p
             for p in self.posts.values()
-            if self.mentions(p, account) or p.in_reply_to_user_id == account.id
+            if self.mentions(p, account)
+            or p.in_reply_to_user_id == account.id
+            or self._quotes_a_post_of(p, account)
         ]
         return self.newest_first(feed)[:MENTIONS_CAP]
+
+    def _quotes_a_post_of(self, post: Post, account: Account) -> bool:
+        quoted = (self.posts.get(ref) for ref in post.references("quoted"))
+        return any(q is not None and q.author_id == account.id for q in quoted)
 
     def render(self, post: Post, fields: set[str]) -> dict[str, Any]:
         data: dict[str, Any] = {"id": post.id, "text": post.text,
