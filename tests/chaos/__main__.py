@@ -115,6 +115,7 @@ def _run(world: World, began: float) -> dict[str, Any]:
     run.spot_interruption()
     run.killed_launcher()
     run.redis_restart()
+    run.redis_eviction()
     run.server_error_burst(2)
     run.corrupt_checkpoint("unloadable")
     run.wait(lambda: run.killer.done() or time.monotonic() > deadline, settings.max_seconds)

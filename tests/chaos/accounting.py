@@ -21,6 +21,7 @@ RULE_OUTCOMES = {
     "skipped_conversation_cap": "conversation cap",
     "skipped_author_cooldown": "author cooldown",
     "rejected": "refused by X",
+    "gave_up": "gave up after replies.max_attempts",
 }
 ANSWERED_OUTCOMES = ("replied", "reconciled")
 BUDGET_REASON = "budget spent"

@@ -8,6 +8,7 @@ and the run goes on, so one report shows every problem.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+import yaml
 
 from bot.budgets import Budgets
 from bot.config import load_config
@@ -26,15 +28,15 @@ from tests.chaos.accounting import BotReply, Verdict, judge
 from tests.chaos.killer import Killer
 from tests.chaos.processes import http_health
 from tests.chaos.world import World
-from tests.daemon_process import wait_until
+from tests.daemon_process import DaemonProcess, wait_until
 from tests.infra.helpers import publish_to_s3
 from tests.x_emulator import CREATE, MENTIONS, TIMELINE, Fault
 
 log = structlog.get_logger(__name__)
 
 # The mention the Redis-restart check adds: far from the feed's and the budget phase's numbers,
-# and eligible (World.add_mention makes every twelfth number a non-summoning reply).
-RESTART_MENTION = 200_000
+# and eligible (World.add_mention's offsets within its traffic cycle are not: 0 is eligible).
+RESTART_MENTION = 200_004  # 0 in the traffic cycle: an eligible mention
 
 
 @dataclass
@@ -397,6 +399,49 @@ class Run:
         finally:
             self.feed_paused.clear()
             self.killer.resume()
+
+    def redis_eviction(self) -> None:
+        """Redis switched to an evicting policy: a daemon that starts now says so, by name,
+        and one with `redis.require_durable` refuses to start (exit 2) rather than risk
+        losing the reply records. The policy is put back afterwards."""
+        self.killer.pause()  # the warned daemon must not become a leader the killer ignores
+        fault = self.record("redis eviction policy", "CONFIG SET maxmemory-policy allkeys-lru")
+        world = self.world
+        durable_config = world.root / "bot-durable.yaml"
+        durable_config.write_text(
+            yaml.safe_dump({**world.config_data, "redis": {"require_durable": True}})
+        )
+        try:
+            self.client.config_set("maxmemory-policy", "allkeys-lru")
+            strict = DaemonProcess(durable_config, world.logs / "daemon-durable.log").start()
+            warned = DaemonProcess(world.config_path, world.logs / "daemon-evicting.log").start()
+            refused = self._exit_code(strict, 120) == 2 and bool(strict.named("redis.not_durable"))
+            risk = self.wait(
+                lambda: [e for e in warned.named("redis.durability_risk") if "allkeys-lru" in
+                         str(e.get("risk", ""))],
+                120,
+            )  # fmt: skip
+            try:
+                stopped = warned.stop(timeout=30) == 0
+            except AssertionError:
+                stopped = False
+            self.check(
+                fault,
+                refused and bool(risk) and stopped,
+                f"require_durable refused to start {refused}, warning named the policy "
+                f"{bool(risk)}, warned daemon stopped cleanly {stopped}",
+            )
+        finally:
+            self.client.config_set("maxmemory-policy", "noeviction")
+            self.killer.resume()
+
+    @staticmethod
+    def _exit_code(process: DaemonProcess, timeout: float) -> int | None:
+        try:
+            return process.process.wait(timeout)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            process.process.kill()  # type: ignore[union-attr]
+            return None
 
     # --- the end -----------------------------------------------------------------------
     def spend_the_budget(self, extra: int = 6) -> None:

@@ -35,7 +35,19 @@ AWS_SECRETS = {
     "AWS_SESSION_TOKEN": "awsChaosSessionToken77f0c3",
 }
 SECRETS = {**X_SECRETS, **AWS_SECRETS}
-NOT_SUMMONED_EVERY = 12  # one mention in this many replies to the bot without naming it
+# The feed's traffic repeats every TRAFFIC_CYCLE mention numbers. At these offsets a mention
+# is not eligible, as X serves such posts in the mentions timeline: a reply to the bot that
+# does not name it, a retweet of a bot post, a quote of one without an @; and at
+# OPT_OUT_OFFSET one of the quitters takes their next step through stop, two mentions, start.
+TRAFFIC_CYCLE = 12
+NOT_SUMMONED_OFFSET, RETWEET_OFFSET, QUOTE_OFFSET, OPT_OUT_OFFSET = 11, 5, 8, 2
+QUITTER_STEPS = ("opt_out", "opted_out", "opted_out", "opt_in", "summoned")
+QUITTER_TEXTS = {
+    "opt_out": "@parrotbot stop",
+    "opted_out": "@parrotbot are you still there? #{number}",
+    "opt_in": "@parrotbot start",
+    "summoned": "@parrotbot glad to be back, #{number}",
+}
 
 
 @dataclass
@@ -119,6 +131,8 @@ class World:
         for line in SAMPLE_TIMELINE.read_text().splitlines()[:30]:
             emulator.add_post(target, json.loads(line)["text"])
         self.fans = [emulator.add_user(f"fan{n}") for n in range(40)]
+        self.quitters = [emulator.add_user(f"quitter{n}") for n in range(3)]
+        self.quitter_steps = [0] * len(self.quitters)
         emulator.hooks.append(self._note_commit)
 
     def _note_commit(self, phase: str, request: Any) -> bool:
@@ -209,18 +223,37 @@ class World:
 
     # --- mentions --------------------------------------------------------------------
     def add_mention(self, number: int) -> Mention:
-        """A fan's mention; every twelfth replies to the bot without naming it (not eligible)."""
+        """A fan's mention, or at the cycle's offsets one the rules say to leave alone."""
         fan = self.fans[number % len(self.fans)]
         bot_posts = self._bot_posts()
+        offset = number % TRAFFIC_CYCLE
+        emulator = self.emulator
         with self.mention_lock:
-            if number % NOT_SUMMONED_EVERY == NOT_SUMMONED_EVERY - 1 and bot_posts:
-                post = self.emulator.add_post(fan, f"nice one #{number}", reply_to=bot_posts[-1])
-                mention = Mention(post.id, eligible=False)
+            if offset == OPT_OUT_OFFSET:
+                post, kind = self._quitter_step(number)
+            elif offset == NOT_SUMMONED_OFFSET and bot_posts:
+                post = emulator.add_post(fan, f"nice one #{number}", reply_to=bot_posts[-1])
+                kind = "not_summoned"
+            elif offset == RETWEET_OFFSET and bot_posts:
+                post, kind = emulator.add_retweet(fan, bot_posts[-1]), "retweet"
+            elif offset == QUOTE_OFFSET and bot_posts:
+                post, kind = emulator.add_quote(fan, bot_posts[-1], f"ha #{number}"), "quote"
             else:
-                post = self.emulator.add_post(fan, f"@parrotbot tell me something, #{number}")
-                mention = Mention(post.id, eligible=True)
+                post = emulator.add_post(fan, f"@parrotbot tell me something, #{number}")
+                kind = "summoned"
+            # An opt-in is a command, not a question: it gets no reply either.
+            eligible = kind == "summoned"
+            mention = Mention(post.id, eligible=eligible, kind=_accounting_kind(kind))
             self.mentions.append(mention)
         return mention
+
+    def _quitter_step(self, number: int) -> tuple[Any, str]:
+        """The next quitter's next step: opt out, mention while out, opt back in, be answered."""
+        which = (number // TRAFFIC_CYCLE) % len(self.quitters)
+        step = QUITTER_STEPS[self.quitter_steps[which] % len(QUITTER_STEPS)]
+        self.quitter_steps[which] += 1
+        text = QUITTER_TEXTS[step].format(number=number)
+        return self.emulator.add_post(self.quitters[which], text), step
 
     def _bot_posts(self) -> list[Any]:
         with self.emulator.lock:
@@ -239,6 +272,15 @@ class World:
     def bot_post_count(self) -> int:
         return len(self._bot_posts())
 
+    def opted_out_now(self) -> list[str]:
+        """The quitters whose last step left them opted out (what `status` must show)."""
+        out = []
+        for quitter, taken in zip(self.quitters, self.quitter_steps, strict=True):
+            last = QUITTER_STEPS[(taken - 1) % len(QUITTER_STEPS)] if taken else None
+            if last in ("opt_out", "opted_out"):
+                out.append(quitter.username)
+        return out
+
     # --- launchers -------------------------------------------------------------------
     def start_launcher(self, name: str) -> Launcher:
         launcher = Launcher(name, self.config_path, self.logs, env={}).start()
@@ -256,3 +298,8 @@ class World:
         self.emulator.stop()
         self.redis.stop()
         self.moto.stop()
+
+
+def _accounting_kind(step: str) -> str:
+    """An opt-in is counted with the opt-outs: a reply to either is a reply to a command."""
+    return "opt_out" if step == "opt_in" else step
