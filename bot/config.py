@@ -450,6 +450,14 @@ class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class RedisConfig(_Strict):
+    require_durable: bool = Field(
+        default=False,
+        description="Refuse to start (exit 2) unless Redis shows AOF on and maxmemory-policy "
+        "noeviction; false: warn and start.",
+    )
+
+
 class BotConfig(_Strict):
     account: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] = Field(
         description="Names this bot's Redis namespace: parrotbot:<account>:…"
@@ -466,6 +474,7 @@ class BotConfig(_Strict):
     filters: FilterConfig = FilterConfig()
     training: TrainingConfig = TrainingConfig()
     logging: LoggingConfig = LoggingConfig()
+    redis: RedisConfig = RedisConfig()
     health: HealthConfig = HealthConfig()
     replies: RepliesConfig = RepliesConfig()
     cleaning: CleaningOptions = CleaningOptions()

@@ -72,6 +72,10 @@ class Daemon:
         structlog.contextvars.bind_contextvars(account=self.config.account)
         log.info("daemon.starting", instance=self.instance_id, config=str(self.config_path))
         client = connect(self.config)
+        from bot.redis_checks import check_redis_durability
+
+        if not check_redis_durability(client, require_durable=self.config.redis.require_durable):
+            return 2  # the reason is logged
         self.state = BotState(client, self.config.account)
         try:
             self.platform = self._build_platform()
