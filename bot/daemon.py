@@ -130,8 +130,9 @@ class Daemon:
         """Try for this volume's instance lock; getting it means its last holder is dead.
 
         Tried on every lease round until held, so a standby on the same volume also learns
-        at its next round that the daemon beside it died. A volume that cannot hold the lock (read-only,
-        no locking) costs only the fast takeover: the daemon then waits out the TTL as before.
+        at its next round that the daemon beside it died. A volume that cannot hold the lock
+        (read-only, no locking) costs only the fast takeover: the daemon then waits out the
+        TTL as before.
         """
         lock = self.instance_lock
         if lock is None or lock.held:
