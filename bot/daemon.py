@@ -32,6 +32,7 @@ from bot.lease import Lease
 from bot.platform.base import Platform, PlatformError
 from bot.platform.local import LocalPlatform
 from bot.posting import post_cadence_start
+from bot.redis_checks import check_redis_durability
 from bot.redis_metrics import RedisStateCollector
 from bot.retrain import RetrainTriggers
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
@@ -72,8 +73,6 @@ class Daemon:
         structlog.contextvars.bind_contextvars(account=self.config.account)
         log.info("daemon.starting", instance=self.instance_id, config=str(self.config_path))
         client = connect(self.config)
-        from bot.redis_checks import check_redis_durability
-
         if not check_redis_durability(client, require_durable=self.config.redis.require_durable):
             return 2  # the reason is logged
         self.state = BotState(client, self.config.account)
