@@ -23,6 +23,7 @@ import redis
 import structlog
 
 from tests.daemon_process import DaemonProcess, parse_events, wait_until
+from tests.infra.helpers import MOTO_SERVER
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +105,11 @@ class RedisServer:
 
 
 class MotoServer:
-    """`moto_server` on loopback: EC2 and S3 for the launcher's aws backend, over HTTP."""
+    """`moto_server` on loopback: EC2 and S3 for the launcher's aws backend, over HTTP.
+
+    Started through `tests/infra/moto_server.py`, as in the tests: plain moto would refuse
+    every object request under the bucket's deny-plain-HTTP policy, which AWS would not.
+    """
 
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
@@ -118,7 +123,7 @@ class MotoServer:
     def start(self) -> None:
         with self.log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

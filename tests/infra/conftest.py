@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
@@ -19,10 +18,7 @@ import pytest
 from infra.cloud import Cloud
 from infra.settings import AwsSettings
 from tests.infra.aws_faults import AwsFaults
-from tests.infra.helpers import REGION, aws_settings_data, free_port
-
-# moto.server, with the bucket policy's TLS condition judged as AWS judges it (see the file).
-MOTO_SERVER = Path(__file__).with_name("moto_server.py")
+from tests.infra.helpers import MOTO_SERVER, REGION, aws_settings_data, free_port
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ from pathlib import Path
 from infra.cloud import Cloud
 
 REGION = "us-east-1"
+# moto.server, with the bucket policy's TLS condition judged as AWS judges it (see the file).
+MOTO_SERVER = Path(__file__).with_name("moto_server.py")
 
 
 def free_port() -> int:
