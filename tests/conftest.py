@@ -184,3 +184,19 @@ def x_platform_factory(tmp_path: Path, account: str, redis_url: str, emulator):
         return XPlatform(config, BotState(client, account), secrets)
 
     return make
+
+
+@pytest.fixture
+def service(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, account: str):
+    """A generation service serving the session's trained char-RNN (a copy per test)."""
+    from bot.config import FilterConfig, GenerationConfig
+    from bot.generation import GenerationService
+    from bot.hotload import CheckpointWatcher
+    from bot.state import BotState
+
+    shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
+    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
+    watcher = CheckpointWatcher(tmp_path / "checkpoints" / "char_rnn", "char_rnn", service,
+                                BotState(redis_client, account))  # fmt: skip
+    assert watcher.check()
+    return service

@@ -4,18 +4,14 @@ fence, and reply records that expire."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-import pytest
 import redis
 from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.config import FilterConfig, GenerationConfig, RepliesConfig, load_config
+from bot.config import RepliesConfig, load_config
 from bot.generation import GenerationService
-from bot.hotload import CheckpointWatcher
 from bot.lease import Fence, Lease
 from bot.platform.base import Tweet
 from bot.replies import ReplyOutcome, poll_mentions
@@ -24,16 +20,6 @@ from bot.state import BotState, connect
 from tests.x_emulator import CREATE, Fault
 
 DUPLICATE = "You are not allowed to create a Tweet with duplicate content."
-
-
-@pytest.fixture
-def service(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, account: str):
-    shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
-    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
-    watcher = CheckpointWatcher(tmp_path / "checkpoints" / "char_rnn", "char_rnn", service,
-                                BotState(redis_client, account))  # fmt: skip
-    assert watcher.check()
-    return service
 
 
 def settings(**overrides) -> RepliesConfig:

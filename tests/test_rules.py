@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from pathlib import Path
 
 import pytest
 import redis
 
-from bot.config import FilterConfig, GenerationConfig, RepliesConfig
+from bot.config import RepliesConfig
 from bot.generation import GenerationService
-from bot.hotload import CheckpointWatcher
 from bot.platform.base import Tweet
 from bot.replies import ReplyOutcome, poll_mentions
 from bot.rules import Claim, ReplyGuard, is_summoned
@@ -60,16 +57,6 @@ def test_the_guard_caps_conversations_and_cools_authors_down(
     guard.release(mention("2", "b", "c1"))  # that reply surely did not go out
     assert guard.claim(mention("5", "d", "c1"), "v1") is Claim.CLAIMED
     assert guard.claim(mention("6", "b", "c3"), "v1") is Claim.CLAIMED  # b's cooldown was undone
-
-
-@pytest.fixture
-def service(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, account: str):
-    shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
-    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
-    watcher = CheckpointWatcher(tmp_path / "checkpoints" / "char_rnn", "char_rnn", service,
-                                BotState(redis_client, account))  # fmt: skip
-    assert watcher.check()
-    return service
 
 
 def test_replies_to_non_mentions_to_self_and_beyond_the_cap_are_never_sent(
