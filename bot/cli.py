@@ -312,21 +312,11 @@ def launcher(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Consume the retrain queue and run each job on the configured backend (Procfile)."""
     from bot.daemon import install_stop_signals
     from bot.logging import configure_logging
-    from infra.backends import build_backend
-    from infra.launcher import Launcher
+    from bot.retrain import build_launcher
 
     settings = _load_or_exit(config)
     configure_logging(settings.logging.level)
-    training = settings.training
-    backend = build_backend(
-        training.backend, account=settings.account, data_dir=settings.data_dir, aws=training.aws
-    )
-    worker = Launcher(
-        _queue(settings),
-        backend,
-        claim_idle_seconds=training.claim_idle_seconds,
-        max_attempts=training.max_attempts,
-    )
+    worker = build_launcher(settings)
 
     # First signal: hand the job in flight on and stop; a second one: stop at once.
     install_stop_signals(worker.stop_event)

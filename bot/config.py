@@ -172,7 +172,9 @@ class ScheduleConfig(_Strict):
         "this long; its slot waits meanwhile.",
     )
     lease_ttl_seconds: Annotated[int, Field(ge=3)] = Field(
-        default=15, description="How soon a standby daemon takes over from a dead one."
+        default=15,
+        description="How soon a standby daemon takes over from a dead one. Each Redis call "
+        "times out after a tenth of it (one retry), so a hung call ends before the lease does.",
     )
     timezone: str = "UTC"
 

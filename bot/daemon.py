@@ -34,11 +34,10 @@ from bot.platform.local import LocalPlatform
 from bot.posting import post_cadence_start
 from bot.redis_checks import check_redis_durability
 from bot.redis_metrics import RedisStateCollector
-from bot.retrain import RetrainTriggers
+from bot.retrain import RetrainTriggers, build_launcher
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
 from bot.scrape import dataset_path
 from bot.state import BotState, connect
-from infra.backends import build_backend
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 
@@ -93,7 +92,7 @@ class Daemon:
         self.triggers = RetrainTriggers(self.state, queue)
         self.exchange = self._build_exchange()
         if self.config.training.inline_launcher:
-            self.launcher = self._build_launcher(queue)
+            self.launcher = build_launcher(self.config)
             self.launcher.start()
         self.health = self._start_health_server()
         if self.health is not None:
@@ -316,22 +315,6 @@ class Daemon:
         self.service.settings = new.generation
         self.service.filters = new.filters
         log.info("config.applied", retrain_request=new.training.retrain_request)
-
-    def _build_launcher(self, queue: RetrainQueue) -> Launcher:
-        """The in-process queue consumer (the offline default needs no second process)."""
-        training = self.config.training
-        backend = build_backend(
-            training.backend,
-            account=self.config.account,
-            data_dir=self.config.data_dir,
-            aws=training.aws,
-        )
-        return Launcher(
-            queue,
-            backend,
-            claim_idle_seconds=training.claim_idle_seconds,
-            max_attempts=training.max_attempts,
-        )
 
     def _build_exchange(self) -> Any:
         """With spot training, finished versions reach this host through S3."""

@@ -19,11 +19,37 @@ import structlog
 
 from bot.config import BotConfig
 from bot.scrape import dataset_path
-from bot.state import BotState
+from bot.state import BotState, connect
+from infra.backends import build_backend
 from infra.job import JobSpec
+from infra.launcher import Launcher
 from infra.retrain_queue import Requested, RetrainQueue
 
 log = structlog.get_logger(__name__)
+
+# How long the launcher's XREADGROUP waits for a new entry before it looks at its parked ones.
+LAUNCHER_BLOCK_SECONDS = 1.0
+
+
+def build_launcher(config: BotConfig) -> Launcher:
+    """The retrain queue's consumer for `config`: the one place a launcher is wired.
+
+    Both the daemon's inline launcher and `parrotbot launcher` come from here. The launcher
+    gets its own Redis client, because its blocking reads need a socket timeout longer than
+    the daemon's lease-bound one (`bot.state.connect`).
+    """
+    training = config.training
+    client = connect(config, blocking_seconds=LAUNCHER_BLOCK_SECONDS)
+    backend = build_backend(
+        training.backend, account=config.account, data_dir=config.data_dir, aws=training.aws
+    )
+    return Launcher(
+        RetrainQueue(client, config.account),
+        backend,
+        claim_idle_seconds=training.claim_idle_seconds,
+        max_attempts=training.max_attempts,
+        block_ms=int(LAUNCHER_BLOCK_SECONDS * 1000),
+    )
 
 
 class RetrainTriggers:

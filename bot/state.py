@@ -34,24 +34,43 @@ EMBEDDED_REDIS_SETTINGS = {
 }
 
 
-def _retry() -> Retry:
-    # Short blips (a Redis restart, a failover) are absorbed here; longer outages reach the
-    # caller as ConnectionError, and the jobs log them and try again on their next run.
-    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=4)
+# A Redis call's timeout is this fraction of the lease TTL. A call and its one retry then end
+# within about a quarter of the TTL, and the daemon renews every third of it: a renewal that hangs
+# still fails, and is tried again, before the lease can expire under a daemon that thinks it leads.
+CALL_TIMEOUT_FRACTION = 0.1
 
 
-def connect(config: BotConfig, *, decode_responses: bool = True) -> redis.Redis:
+def call_timeout(config: BotConfig) -> float:
+    """Seconds one Redis round trip may take before it counts as failed."""
+    return config.schedule.lease_ttl_seconds * CALL_TIMEOUT_FRACTION
+
+
+def _retry(timeout: float) -> Retry:
+    # One retry absorbs a dropped connection (a Redis restart, a failover); longer outages
+    # reach the caller as ConnectionError, and the jobs log them and try again on their next
+    # run. More retries would stretch one call past the lease's renewal round.
+    return Retry(ExponentialBackoff(cap=timeout / 3, base=0.02), retries=1)
+
+
+def connect(
+    config: BotConfig, *, decode_responses: bool = True, blocking_seconds: float = 0.0
+) -> redis.Redis:
     """A client for the configured Redis, or for the embedded one when no URL is set.
+
+    Every timeout derives from `schedule.lease_ttl_seconds` (`call_timeout`). A client that
+    makes blocking reads (the launcher's `XREADGROUP ... BLOCK`) passes their longest block
+    as `blocking_seconds`, which its socket timeout adds to the round trip.
 
     The scheduler's job store pickles jobs, so it asks for `decode_responses=False`;
     everything else works with text.
     """
+    timeout = call_timeout(config)
     options: dict[str, Any] = {
         "decode_responses": decode_responses,
-        "retry": _retry(),
+        "retry": _retry(timeout),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
-        "socket_timeout": 5,
-        "socket_connect_timeout": 5,
+        "socket_timeout": timeout + blocking_seconds,
+        "socket_connect_timeout": timeout,
         "health_check_interval": 15,
     }
     if config.redis_url:

@@ -5,8 +5,9 @@ unless the test armed a fault for it: `fail(command, key, times)` answers the ne
 commands named `command` (upper case) whose first argument is `key` with an error reply, as
 a server in trouble does (`-ERR ...`), without sending them on. The reply comes in order
 because redis-py waits for each reply before it sends the next command on a connection
-(pipelines excepted: arm no fault on a command that travels in a pipeline). `hits` counts
-the faults served.
+(pipelines excepted: arm no fault on a command that travels in a pipeline). `stall(command,
+key, times)` swallows such commands instead and never answers, as a server that hangs does.
+`hits` counts the faults served.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class _Fault:
     command: str
     key: str
     times: int
+    stall: bool = False
 
 
 def _parse_command(buffer: bytes) -> tuple[list[bytes], int] | None:
@@ -73,7 +75,11 @@ class RedisFaultProxy:
         with self._lock:
             self._faults.append(_Fault(command.upper(), key, times))
 
-    def _take_fault(self, parts: list[bytes]) -> bool:
+    def stall(self, command: str, key: str, times: int = 1) -> None:
+        with self._lock:
+            self._faults.append(_Fault(command.upper(), key, times, stall=True))
+
+    def _take_fault(self, parts: list[bytes]) -> _Fault | None:
         name = parts[0].decode(errors="replace").upper()
         key = parts[1].decode(errors="replace") if len(parts) > 1 else ""
         with self._lock:
@@ -81,8 +87,8 @@ class RedisFaultProxy:
                 if fault.times > 0 and fault.command == name and fault.key == key:
                     fault.times -= 1
                     self.hits[name] += 1
-                    return True
-        return False
+                    return fault
+        return None
 
     def _accept(self) -> None:
         while not self._closing.is_set():
@@ -103,8 +109,9 @@ class RedisFaultProxy:
                 while parsed := _parse_command(buffer):
                     parts, used = parsed
                     raw, buffer = buffer[:used], buffer[used:]
-                    if self._take_fault(parts):
-                        client.sendall(b"-ERR injected by the test's fault proxy\r\n")
+                    if fault := self._take_fault(parts):
+                        if not fault.stall:
+                            client.sendall(b"-ERR injected by the test's fault proxy\r\n")
                     else:
                         server.sendall(raw)
         except OSError:

@@ -107,3 +107,53 @@ def test_embedded_redis_persists_across_processes(tmp_path: Path) -> None:
     read = subprocess.run([*run, "read"], check=True, timeout=60, capture_output=True, text=True)
     assert read.stdout.strip() == "4242"
     assert (tmp_path / "redis").is_dir()
+
+
+def test_a_redis_call_that_hangs_fails_well_within_a_third_of_the_lease_ttl(
+    account: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A hung call (and its one retry) ends long before the daemon's next lease renewal."""
+    import time
+
+    from tests.redis_faults import RedisFaultProxy
+
+    ttl = 6
+    target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = RedisFaultProxy(target["host"], target["port"]).start()
+    try:
+        config = config_for(account, tmp_path, f"redis://127.0.0.1:{proxy.port}/0")
+        config = config.model_copy(
+            update={"schedule": config.schedule.model_copy(update={"lease_ttl_seconds": ttl})}
+        )
+        client = connect(config)
+        client.ping()
+        proxy.stall("GET", "hung", times=10)
+        started = time.monotonic()
+        try:
+            client.get("hung")
+        except redis.TimeoutError:
+            pass
+        else:
+            raise AssertionError("a call that never got an answer returned")
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert proxy.hits["GET"] == 2  # the call and its one retry
+    assert elapsed < ttl / 3, f"a hung call took {elapsed:.1f} s (lease TTL {ttl} s)"
+
+
+def test_the_launcher_client_waits_out_a_blocking_read_under_a_short_lease(
+    account: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Its socket timeout adds the longest block, so an idle XREADGROUP is not a timeout."""
+    from bot.retrain import LAUNCHER_BLOCK_SECONDS, build_launcher
+    from bot.state import call_timeout
+
+    config = config_for(account, tmp_path, redis_url)
+    config = config.model_copy(
+        update={"schedule": config.schedule.model_copy(update={"lease_ttl_seconds": 3})}
+    )
+    assert call_timeout(config) < LAUNCHER_BLOCK_SECONDS
+    launcher = build_launcher(config)
+    launcher.queue.ensure_group()
+    assert launcher.queue.read_new(launcher.consumer, int(LAUNCHER_BLOCK_SECONDS * 1000)) == []
