@@ -25,12 +25,12 @@ redis:
 test: install redis
 	$(BIN)/python -m pytest
 
-# Not part of `make test`: minutes of CPU; writes tests/benchmarks/results.json and the README table.
+# Not part of `make test`: minutes of CPU; writes tests/benchmarks/results.json and the table in docs/benchmarks.md.
 benchmarks: install
 	$(BIN)/python -m pytest tests/benchmarks -m benchmark -p no:cacheprovider -s
 
 # Not part of `make test`: about 10 minutes of real daemons, launchers, Redis, moto and the X
-# emulator under injected faults; writes tests/chaos/results.json and the README table.
+# emulator under injected faults; writes tests/chaos/results.json and the table in docs/chaos.md.
 chaos: install
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.chaos
 

@@ -3,8 +3,8 @@
     python -m tests.benchmarks.serving [--seconds 10]
 
 Writes the `generation`, `hot_swap` and `novelty` sections of tests/benchmarks/results.json
-(keeping the training sections) and the README table. Each comparison runs both sides in
-this process, one after the other, with the same model and sampling settings, so they share
+(keeping the training sections) and the table in docs/benchmarks.md. Each comparison runs both
+sides in this process, one after the other, with the same model and sampling settings, so they share
 the machine's state. Models: the char-RNN of the offline default trained here on the sample
 corpus; GPT-2 tiny and GPT-2-small-sized configs with a BPE tokenizer trained here (their
 weights are untrained: throughput depends on the shapes, and neither side may stop early);

@@ -20,7 +20,7 @@ def test_benchmarks_write_results_and_the_readme_table() -> None:
     ):
         assert key in results["gpt2"]
     assert results["char_rnn"]["chars_per_s_ratio_vs_keras_baseline"] > 0
-    assert run_benchmarks.BEGIN in run_benchmarks.README.read_text()
+    assert run_benchmarks.BEGIN in run_benchmarks.TABLE_PAGE.read_text()
 
 
 def test_serving_benchmarks_write_their_sections() -> None:

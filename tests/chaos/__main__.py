@@ -2,7 +2,7 @@
 
 Runs the real daemons and launchers against a private Redis (AOF on), moto_server and the X
 API emulator, all on loopback, injects the faults of the [ops] issue while mentions keep
-arriving, prints one table, writes tests/chaos/results.json and the README's chaos section,
+arriving, prints one table, writes tests/chaos/results.json and the table in docs/chaos.md,
 and exits 1 when any must-be-zero count is not zero or a fault's check failed.
 """
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-write",
         action="store_true",
-        help="leave results.json and the README alone (trial runs)",
+        help="leave results.json and docs/chaos.md alone (trial runs)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run folder and its logs")
     args = parser.parse_args(argv)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Console(width=140).print(report.render(results))
     if not args.no_write:
-        report.write(results, HERE / "results.json", REPO / "README.md", COMMAND)
+        report.write(results, HERE / "results.json", REPO / "docs" / "chaos.md", COMMAND)
     if results["passed"] and not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     else:

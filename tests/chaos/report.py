@@ -1,4 +1,4 @@
-"""The chaos run's one table (rich, for the terminal), results.json and the README section."""
+"""The chaos run's one table (rich, for the terminal), results.json and docs/chaos.md's table."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"Last run: {results['finished_at']}, {results['timing']['wall_s']} s of wall time on "
         f"{results['machine']}, seed {results['seed']}: **"
         f"{'passed' if results['passed'] else 'FAILED'}** (`{command}`, full numbers in "
-        "[tests/chaos/results.json](tests/chaos/results.json)).",
+        "[tests/chaos/results.json](../tests/chaos/results.json)).",
         "",
         "| what | measured | check |",
         "| --- | --- | --- |",
