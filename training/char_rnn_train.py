@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
+from training.files import atomic_write_bytes
 from training.models import EpochReport, TrainResult
 from training.runs import (
-    atomic_write_bytes,
     checkpoint_path,
     epoch_permutation,
     load_newest,

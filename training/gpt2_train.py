@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from training import distributed as dist
+from training.files import atomic_write
 from training.gpt2 import GPT2, GPT2Settings, build
 from training.packing import IGNORE, Blocks, encode_tweets, pack
 from training.runs import (
-    atomic_write,
     checkpoint_path,
     epoch_permutation,
     load_newest,

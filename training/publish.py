@@ -16,25 +16,24 @@ Nothing here imports TensorFlow or PyTorch, so the daemon can verify versions ch
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
+
+from training.files import atomic_write_text, fsync_dir
 
 log = structlog.get_logger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "LATEST"
 STAGING_PREFIX = ".staging-"
-_TMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
 
 
@@ -138,41 +137,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory entry (a rename or create); a no-op where the OS cannot."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call ``write`` on a temp file in the same folder, fsync, ``os.replace``, fsync the folder.
-
-    A file under its final name is therefore always complete, whatever happened meanwhile.
-    """
-    tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(4)}"
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
 def _walk_files(root: Path) -> dict[str, Path]:
     """Every regular file under ``root`` keyed by relative posix path (symlinks refused)."""
     found: dict[str, Path] = {}
@@ -213,7 +177,7 @@ def publish(
         _fsync_file(path)
         digests[rel] = _sha256(path)
     for sub in sorted({p.parent for p in files.values()}, key=lambda p: len(p.parts)):
-        _fsync_dir(sub)
+        fsync_dir(sub)
 
     version = new_version_name()
     manifest = Manifest(
@@ -227,13 +191,13 @@ def publish(
         created_at=dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
         config=dict(config),
     )
-    _atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
-    _fsync_dir(staging)
+    atomic_write_text(staging / MANIFEST_NAME, manifest.to_json())
+    fsync_dir(staging)
 
     final = model_dir / version
     os.rename(staging, final)
-    _fsync_dir(model_dir)
-    _atomic_write_text(model_dir / LATEST_NAME, version + "\n")
+    fsync_dir(model_dir)
+    atomic_write_text(model_dir / LATEST_NAME, version + "\n")
     log.info("publish.version_published", model_kind=model_kind, version=version, path=str(final))
     return manifest
 
@@ -253,7 +217,7 @@ def set_latest(model_dir: Path, version: str) -> None:
     if not _is_version_name(version) or "/" in version or version in ("", "..", "."):
         raise CheckpointError(f"{model_dir}: {version!r} is not a version name")
     verify_version(model_dir / version)
-    _atomic_write_text(model_dir / LATEST_NAME, version + "\n")
+    atomic_write_text(model_dir / LATEST_NAME, version + "\n")
     log.info("publish.latest_set", model_dir=str(model_dir), version=version)
 
 

@@ -12,9 +12,10 @@ Run folders live outside ``<checkpoints_root>/<model_kind>/`` on purpose: that f
 only published versions, and a run folder is never served. Only :func:`training.publish.publish`
 turns a staging copy of the best weights into a version.
 
-Every file here is written to a temporary name, fsynced, then ``os.replace``d: a checkpoint
-with its final name is complete, whatever happened while it was written. Nothing in this
-module imports a framework; the families serialise their own state into bytes.
+Every file here is written through :func:`training.files.atomic_write` (a temporary name,
+fsynced, then ``os.replace``d): a checkpoint with its final name is complete, whatever
+happened while it was written. Nothing in this module imports a framework; the families
+serialise their own state into bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from training.publish import atomic_write
+from training.files import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -83,10 +84,6 @@ def find_resumable_run(checkpoints_dir: Path, model_kind: str, identity: dict[st
         skipped.append(f"{run_dir.name} (different {', '.join(differs)})")
     detail = f"; skipped {', '.join(skipped[:3])}" if skipped else ""
     raise ResumeError(f"{root}: no run folder with a complete checkpoint to resume{detail}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 def checkpoint_path(run_dir: Path, step: int, ext: str) -> Path:

@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from training.files import atomic_write
+
 log = structlog.get_logger(__name__)
 
 LOG_NAME = "train.log"
@@ -112,10 +114,10 @@ def save_plot(log_path: Path, png_path: Path | None = None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".tmp-{png_path.name}")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(png_path)
+    try:  # a viewer (or the publish that copies it) never reads a half-drawn PNG
+        atomic_write(png_path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return png_path
 
 
