@@ -15,14 +15,18 @@ import pytest
 import redis
 import yaml
 
+from tests.support.configs import (
+    SAMPLE_TIMELINE,
+    TEST_REDIS_URL,
+    X_SECRETS,
+    offline_config_data,
+    x_config_data,
+)
+
 # Nothing in the tests may reach a model hub: tiny configs and locally trained tokenizers only.
 # Set here so it also reaches the trainer subprocesses the tests start.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_TIMELINE = REPO / "config" / "sample_timelines" / "poorrichard.jsonl"
-TEST_REDIS_URL = os.environ.get("PARROTBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
@@ -51,36 +55,6 @@ def account(redis_url: str) -> Iterator[str]:
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
-
-
-def offline_config_data(data_dir: Path, account: str, redis_url: str | None) -> dict:
-    """The shipped offline config, made tiny and fast, pointed at a temporary volume."""
-    data = yaml.safe_load((REPO / "config" / "offline.yaml").read_text())
-    data["account"] = account
-    data["data_dir"] = str(data_dir)
-    data["platform"]["local"]["seed_timelines_dir"] = str(REPO / "config" / "sample_timelines")
-    if redis_url is None:
-        data.pop("redis_url", None)
-    else:
-        data["redis_url"] = redis_url
-    data["schedule"].update(
-        post_every_seconds=2,
-        mentions_every_seconds=1,
-        checkpoint_poll_seconds=1,
-        config_poll_seconds=1,
-        lease_ttl_seconds=3,
-    )
-    data["model"]["char_rnn"] = {
-        "units": 32,
-        "embedding_dim": 16,
-        "seq_len": 32,
-        "epochs": 1,
-        "batch_size": 64,
-    }
-    data["generation"] = {"temperature": 0.8, "max_length": 60}
-    data["logging"] = {"level": "DEBUG"}
-    data["health"] = {"port": 0}  # a free port each: tests run daemons side by side
-    return data
 
 
 @pytest.fixture
@@ -123,16 +97,7 @@ def trained_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "checkpoints"
 
 
-# --- X: the API emulator, credentials, and configs that point the bot at it --------------
-X_SECRETS = {
-    # Distinctive values, so a leak into any log line is found by a plain substring search.
-    "CONSUMER_KEY": "ckXemuConsumerKey7f3a",
-    "CONSUMER_SECRET": "csXemuConsumerSecret91bd",
-    "ACCESS_TOKEN": "1000-atXemuAccessToken55c2",
-    "ACCESS_TOKEN_SECRET": "atsXemuAccessSecret0e4f",
-}
-
-
+# --- X: the API emulator and platforms that point the bot at it ----------------------------
 @pytest.fixture
 def emulator():
     """A fresh X API v2 emulator on loopback; the bot's account holds the test credentials."""
@@ -142,28 +107,6 @@ def emulator():
     server.bot = server.add_user("parrotbot", access_token=X_SECRETS["ACCESS_TOKEN"])
     yield server
     server.stop()
-
-
-def x_config_data(data_dir: Path, account: str, redis_url: str, api_base_url: str) -> dict:
-    """The tiny offline test config, switched to the X platform at `api_base_url`."""
-    data = offline_config_data(data_dir, account, redis_url)
-    data["platform"] = {
-        "kind": "x",
-        "api_base_url": api_base_url,
-        "handle": "parrotbot",
-        "x": {
-            "exclude": ["retweets", "replies"],
-            "connect_timeout_seconds": 2,
-            "read_timeout_seconds": 3,
-            "budgets": {
-                "posts_per_day": 1000,
-                "posts_per_month": 10000,
-                "reads_per_month": 1_000_000,
-            },
-        },
-    }
-    data["replies"] = {"author_cooldown_seconds": 0, "reconcile_grace_seconds": 0}
-    return data
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.datasets import dataset_path
 from bot.scrape import scrape_target
-from tests.conftest import x_config_data
+from tests.support.configs import x_config_data
 
 runner = CliRunner()
 FIRST_ID = 1_500_000_000_000_000_000

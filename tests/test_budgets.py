@@ -16,7 +16,7 @@ from bot.budgets import Budgets, Spend
 from bot.config import XBudgetsConfig, XPricesConfig
 from bot.keys import Keys
 from bot.platform.base import BudgetExhausted
-from tests.conftest import X_SECRETS, x_config_data
+from tests.support.configs import X_SECRETS, x_config_data
 from tests.x_emulator import CREATE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import LaunchRetry
-from tests.conftest import SAMPLE_TIMELINE
+from tests.support.configs import SAMPLE_TIMELINE
 from tests.retrain_helpers import job_spec, wait_job
 from training.dataset import dataset_hash, load_tweets
 from training.publish import read_latest

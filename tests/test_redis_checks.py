@@ -15,7 +15,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from bot.redis_checks import check_redis_durability, inspect_durability
-from tests.conftest import offline_config_data
+from tests.support.configs import offline_config_data
 from tests.daemon_process import DaemonProcess
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from tests.conftest import offline_config_data
+from tests.support.configs import offline_config_data
 from tests.daemon_process import DaemonProcess, read_jsonl
 
 LONG_TTL = 60

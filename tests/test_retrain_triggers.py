@@ -17,7 +17,7 @@ from bot.retrain import RetrainTriggers
 from bot.state import BotState
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
-from tests.conftest import SAMPLE_TIMELINE
+from tests.support.configs import SAMPLE_TIMELINE
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from bot.platform.base import (
     ReplyNotAllowed,
     ServerError,
 )
-from tests.conftest import X_SECRETS
+from tests.support.configs import X_SECRETS
 from tests.x_emulator import CREATE, ME, MENTIONS, TIMELINE, Fault
 
 
@@ -202,7 +202,7 @@ def test_bad_credentials_are_logged_clearly_and_the_jobs_carry_on(
     from bot.config import BotConfig, FilterConfig, GenerationConfig
     from bot.generation import GenerationService
     from bot.jobs import BotJobs
-    from tests.conftest import x_config_data
+    from tests.support.configs import x_config_data
 
     emulator.add_user("poorrichard")
     platform = x_platform_factory()

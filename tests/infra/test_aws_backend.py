@@ -28,7 +28,7 @@ from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import AwsSettings
 from infra.setup import setup
-from tests.conftest import SAMPLE_TIMELINE
+from tests.support.configs import SAMPLE_TIMELINE
 from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import (
     aws_settings_data,
