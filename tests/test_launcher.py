@@ -26,8 +26,8 @@ from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import LaunchRetry
-from tests.support.configs import SAMPLE_TIMELINE
 from tests.retrain_helpers import job_spec, wait_job
+from tests.support.configs import SAMPLE_TIMELINE
 from training.dataset import dataset_hash, load_tweets
 from training.publish import read_latest
 

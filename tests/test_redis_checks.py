@@ -15,8 +15,8 @@ import yaml
 from structlog.testing import capture_logs
 
 from bot.redis_checks import check_redis_durability, inspect_durability
-from tests.support.configs import offline_config_data
 from tests.daemon_process import DaemonProcess
+from tests.support.configs import offline_config_data
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 ACL_LINE_IN_DOCS = "ACL SETUSER parrotbot-poorrichard"

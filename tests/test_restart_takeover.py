@@ -16,8 +16,8 @@ import pytest
 import redis
 import yaml
 
-from tests.support.configs import offline_config_data
 from tests.daemon_process import DaemonProcess, read_jsonl
+from tests.support.configs import offline_config_data
 
 LONG_TTL = 60
 

@@ -23,8 +23,8 @@ import pytest
 import redis
 import yaml
 
-from tests.support.configs import X_SECRETS, x_config_data
 from tests.daemon_process import DaemonProcess, wait_until
+from tests.support.configs import X_SECRETS, x_config_data
 from tests.x_emulator import CREATE, MENTIONS, TIMELINE, Fault, Request
 
 KILL_POINTS = [

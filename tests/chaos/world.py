@@ -23,8 +23,8 @@ import yaml
 
 from tests.chaos.accounting import Mention
 from tests.chaos.processes import DaemonPool, Launcher, MotoServer, RedisServer
-from tests.support.configs import SAMPLE_TIMELINE, X_SECRETS, x_config_data
 from tests.infra.helpers import REGION, aws_settings_data
+from tests.support.configs import SAMPLE_TIMELINE, X_SECRETS, x_config_data
 from tests.x_emulator import CREATE, XEmulator
 
 log = structlog.get_logger(__name__)

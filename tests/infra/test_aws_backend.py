@@ -28,7 +28,6 @@ from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import AwsSettings
 from infra.setup import setup
-from tests.support.configs import SAMPLE_TIMELINE
 from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import (
     aws_settings_data,
@@ -38,6 +37,7 @@ from tests.infra.helpers import (
     publish_to_s3,
 )
 from tests.retrain_helpers import job_spec, wait_job
+from tests.support.configs import SAMPLE_TIMELINE
 from tests.test_launcher import scrape_more
 from training.dataset import dataset_hash, load_tweets
 

@@ -18,11 +18,11 @@ from infra.cloud import TAG_JOB, Cloud
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
 from infra.setup import setup
-from tests.support.configs import SAMPLE_TIMELINE
 from tests.daemon_process import parse_events, wait_until
 from tests.infra.helpers import aws_settings_data, live_instances
 from tests.infra.test_aws_backend import act_as_instance
 from tests.retrain_helpers import wait_job
+from tests.support.configs import SAMPLE_TIMELINE
 
 
 def start_launcher(config: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
