@@ -118,7 +118,7 @@ def import_archive(
 
     from bot.archive import MIB, ArchiveError, Limits, read_archive
     from bot.config import HANDLE_PATTERN
-    from bot.datasets import dataset_path, merge_records
+    from training.dataset import dataset_path, merge_records
 
     settings = _load_or_exit(config)
     if not re.match(HANDLE_PATTERN, handle):
@@ -430,9 +430,8 @@ def train(
     Ctrl-C (or SIGTERM) saves a checkpoint and stops; `--resume` continues from it.
     """
     from bot.logging import configure_logging
-    from bot.scrape import dataset_path
     from infra.training_request import TrainingRequest
-    from training.dataset import DatasetError
+    from training.dataset import DatasetError, dataset_path
     from training.runs import ResumeError
     from training.train import (
         StopRequest,

@@ -18,12 +18,12 @@ from pathlib import Path
 import structlog
 
 from bot.config import BotConfig
-from bot.scrape import dataset_path
 from bot.state import BotState, connect
 from infra.backends import build_backend
 from infra.job import JobSpec
 from infra.launcher import Launcher
 from infra.retrain_queue import Requested, RetrainQueue
+from training.dataset import dataset_path
 
 log = structlog.get_logger(__name__)
 

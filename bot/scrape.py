@@ -16,11 +16,9 @@ from pathlib import Path
 
 import structlog
 
-from bot.datasets import dataset_path, merge_records
 from bot.platform.base import Platform
 from bot.state import BotState
-
-__all__ = ["ScrapeResult", "dataset_path", "record_new_tweets", "scrape_target"]
+from training.dataset import dataset_path, merge_records
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.datasets import dataset_path
 from bot.scrape import scrape_target
 from tests.support.configs import x_config_data
+from training.dataset import dataset_path
 
 runner = CliRunner()
 FIRST_ID = 1_500_000_000_000_000_000

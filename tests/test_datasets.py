@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from bot.datasets import known_ids, merge_records
+from training.dataset import known_ids, merge_records
+from training.files import TMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WRITER = """
 import sys
 from pathlib import Path
-from bot.datasets import merge_records
+from training.dataset import merge_records
 path, start = Path(sys.argv[1]), int(sys.argv[2])
 print("ready", flush=True)
 for batch in range(1000):
@@ -55,5 +56,5 @@ def test_a_writer_killed_mid_merge_never_leaves_a_partial_line(tmp_path: Path) -
         ids = [json.loads(line)["id"] for line in raw.decode().splitlines()]
         assert len(ids) == len(set(ids)) and len(ids) % 3000 == 20_000 % 3000
     merge_records(path, [{"id": "1", "text": "after the crashes"}])
-    assert not list(path.parent.glob(".*.tmp"))  # the next writer swept the leftovers
+    assert not list(path.parent.glob(f"{TMP_PREFIX}*"))  # the next writer swept the leftovers
     assert "1" in known_ids(path)

@@ -8,8 +8,9 @@ from pathlib import Path
 import redis
 
 from bot.platform.local import LocalPlatform
-from bot.scrape import dataset_path, scrape_target
+from bot.scrape import scrape_target
 from bot.state import BotState
+from training.dataset import dataset_path
 
 
 def test_scrape_is_incremental_and_deduplicated(

@@ -10,8 +10,9 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from bot.scrape import dataset_path, scrape_target
+from bot.scrape import scrape_target
 from tests.x_emulator import TIMELINE, USER_BY_NAME
+from training.dataset import dataset_path
 
 
 @pytest.fixture
