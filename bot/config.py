@@ -26,7 +26,9 @@ from pydantic import (
 
 from infra.redaction import X_CREDENTIAL_ENV_VARS
 from infra.settings import AwsSettings
+from training.char_rnn_config import CharRNNConfig
 from training.cleaning import CleaningOptions
+from training.gpt2 import GPT2Settings
 
 HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -209,70 +211,16 @@ class ScheduleConfig(_Strict):
         return self
 
 
-class CharRNNSettings(_Strict):
-    embedding_dim: Annotated[int, Field(gt=0)] = 64
-    units: Annotated[int, Field(gt=0)] = 256
-    layers: Annotated[int, Field(ge=1, le=4)] = 1
-    cell: Literal["gru", "lstm"] = "gru"
-    seq_len: Annotated[int, Field(ge=8)] = 100
-    batch_size: Annotated[int, Field(gt=0)] = 64
-    epochs: Annotated[int, Field(gt=0)] = 10
-    learning_rate: Annotated[float, Field(gt=0)] = 3e-3
-    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    seed: int = 0
-    early_stopping_patience: Annotated[int, Field(ge=0)] = 5
-    checkpoint_interval: Annotated[int, Field(ge=0)] = 500
-    jit_compile: bool = False
-
-
-class GPT2Settings(_Strict):
-    """GPT-2 fine-tuning (or from-scratch) settings; see docs/training.md."""
-
-    base_model: str | None = Field(
-        default="gpt2",
-        description="Hub name (gpt2, distilgpt2, ...) or local folder; null: from scratch.",
-    )
-    n_layer: Annotated[int, Field(ge=1, le=48)] = 4
-    n_head: Annotated[int, Field(ge=1, le=64)] = 4
-    n_embd: Annotated[int, Field(ge=8)] = 256
-    vocab_size: Annotated[int, Field(ge=300)] = 8192
-    block_size: Annotated[int, Field(ge=4, le=1024)] = 128
-    batch_size: Annotated[int, Field(gt=0)] = 16
-    grad_accum: Annotated[int, Field(gt=0)] = 1
-    learning_rate: Annotated[float, Field(gt=0)] = 3e-4
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
-    warmup_steps: Annotated[int, Field(ge=0)] = 50
-    weight_decay: Annotated[float, Field(ge=0)] = 0.1
-    grad_clip: Annotated[float, Field(gt=0)] = 1.0
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    epochs: Annotated[int, Field(gt=0)] = 3
-    max_steps: Annotated[int, Field(gt=0)] | None = None
-    eval_interval: Annotated[int, Field(gt=0)] = 50
-    checkpoint_interval: Annotated[int, Field(gt=0)] = 50
-    early_stopping_patience: Annotated[int, Field(ge=0)] = 5
-    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    log_interval: Annotated[int, Field(gt=0)] = 10
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> GPT2Settings:
-        if self.n_embd % self.n_head:
-            raise ValueError("n_embd must be a multiple of n_head")
-        return self
-
-
 class ModelConfig(_Strict):
+    """Which family serves and trains; each family's settings are the trainer's own classes."""
+
     kind: Literal["char_rnn", "gpt2"] = "char_rnn"
-    char_rnn: CharRNNSettings = CharRNNSettings()
+    char_rnn: CharRNNConfig = CharRNNConfig()
     gpt2: GPT2Settings = GPT2Settings()
 
     def hyperparameters(self) -> dict[str, Any]:
         """The settings of the selected family, as the trainer's request carries them."""
-        return getattr(self, self.kind).model_dump()
+        return getattr(self, self.kind).to_dict()
 
 
 class GenerationConfig(_Strict):

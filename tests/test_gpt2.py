@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 
@@ -138,7 +137,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one(trained, tmp_path: Path) -> 
 
 
 def test_fifty_tweets_train_with_no_block_size_rejection(tmp_path: Path) -> None:
-    settings = dataclasses.replace(SETTINGS, block_size=128, batch_size=16, max_steps=6)
+    settings = SETTINGS.model_copy(update={"block_size": 128, "batch_size": 16, "max_steps": 6})
     texts = sample_texts(50)
     result = fit(texts[:45], texts[45:], settings, run_dir=tmp_path, resume=False)
     assert result.step == 6 and result.val_loss is not None

@@ -1,58 +1,54 @@
-"""The char-RNN's settings, in a module of their own so parsing them imports no TensorFlow."""
+"""The char-RNN's settings, in a module of their own so parsing them imports no TensorFlow.
+
+The bot's config embeds this class as `model.char_rnn`; the trainer parses the request's
+`model_config` and a checkpoint's `config.json` with it (see `training.settings`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
-from training.settings import StrictSettings
+from pydantic import Field
 
-_INT_FIELDS = ("embedding_dim", "units", "layers", "seq_len", "batch_size", "epochs", "seed")
-# May be 0: patience 0 turns early stopping off, interval 0 checkpoints at epoch ends only.
-_COUNT_FIELDS = ("early_stopping_patience", "checkpoint_interval")
+from training.settings import ModelSettings
 
 
-@dataclasses.dataclass(frozen=True)
-class CharRNNConfig(StrictSettings):
+class CharRNNConfig(ModelSettings):
     """Architecture and training settings; saved with every checkpoint."""
 
     family: ClassVar[str] = "char_rnn"
 
-    embedding_dim: int = 64
-    units: int = 256
-    layers: int = 1
-    cell: str = "gru"
-    seq_len: int = 100
-    batch_size: int = 64
-    epochs: int = 10
-    learning_rate: float = 3e-3
-    val_fraction: float = 0.1
-    seed: int = 0
-    dropout: float = 0.0
-    early_stopping_patience: int = 5
-    checkpoint_interval: int = 500
+    embedding_dim: Annotated[int, Field(gt=0)] = Field(
+        default=64, description="Width of each character's embedding."
+    )
+    units: Annotated[int, Field(gt=0)] = Field(default=256, description="Width of each layer.")
+    layers: Annotated[int, Field(ge=1, le=4)] = Field(
+        default=1, description="Stacked recurrent layers."
+    )
+    cell: Literal["gru", "lstm"] = Field(
+        default="gru", description="gru trains through the fused fast path; lstm is stock Keras."
+    )
+    seq_len: Annotated[int, Field(ge=8)] = Field(
+        default=100, description="Characters per training window."
+    )
+    batch_size: Annotated[int, Field(gt=0)] = Field(default=64, description="Windows per step.")
+    epochs: Annotated[int, Field(gt=0)] = 10
+    learning_rate: Annotated[float, Field(gt=0)] = Field(default=3e-3, description="Adam's.")
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="Share of tweets held out for validation (by id hash)."
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    seed: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Weights, window offsets and shuffles are functions of it."
+    )
+    early_stopping_patience: Annotated[int, Field(ge=0)] = Field(
+        default=5, description="Epochs without a better validation loss before stopping; 0: off."
+    )
+    checkpoint_interval: Annotated[int, Field(ge=0)] = Field(
+        default=500, description="Steps between checkpoints; 0: at epoch ends only."
+    )
     # XLA: ~10-30% more chars/s at 256 units, but seconds of compiling first (slower for
     # tiny models and short runs), so opt-in.
-    jit_compile: bool = False
-
-    def __post_init__(self) -> None:
-        for name in (*_INT_FIELDS, *_COUNT_FIELDS):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"char_rnn config {name!r} must be an integer, got {value!r}")
-            if value < (0 if name in (*_COUNT_FIELDS, "seed") else 1):
-                raise ValueError(f"char_rnn config {name!r} is out of range: {value}")
-        if not isinstance(self.jit_compile, bool):
-            raise ValueError(
-                f"char_rnn config 'jit_compile' must be true or false: {self.jit_compile!r}"
-            )
-        for name in ("learning_rate", "val_fraction", "dropout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"char_rnn config {name!r} must be a number, got {value!r}")
-        if self.cell not in ("gru", "lstm"):
-            raise ValueError(f"char_rnn config 'cell' must be 'gru' or 'lstm', got {self.cell!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"char_rnn config 'learning_rate' must be > 0: {self.learning_rate}")
-        if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("char_rnn config 'val_fraction' and 'dropout' must be in [0, 1)")
+    jit_compile: bool = Field(
+        default=False, description="XLA: faster for large models and long runs, slow to start."
+    )

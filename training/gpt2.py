@@ -10,20 +10,20 @@ a byte-level BPE tokenizer trained on the dataset, for machines without a hub.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import structlog
+from pydantic import Field, model_validator
 
 from training.models import ModelLoadError
 from training.sampling import Sampling, choose, per_row, seen_tokens
-from training.settings import StrictSettings
+from training.settings import ModelSettings
 
 log = structlog.get_logger(__name__)
 
@@ -31,66 +31,91 @@ SETTINGS_FILE = "parrotbot_gpt2.json"
 WEIGHTS_FILE = "model.safetensors"
 _REQUIRED_FILES = ("config.json", WEIGHTS_FILE, "tokenizer.json", SETTINGS_FILE)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-_MAY_BE_ZERO = ("seed", "warmup_steps", "early_stopping_patience")
 
 
-@dataclasses.dataclass(frozen=True)
-class GPT2Settings(StrictSettings):
-    """Model and training settings; the resolved set is saved with every checkpoint."""
+class GPT2Settings(ModelSettings):
+    """Model and training settings; the resolved set is saved with every checkpoint.
+
+    The bot's config embeds this class as `model.gpt2` (see `training.settings`).
+    """
 
     family: ClassVar[str] = "gpt2"
 
-    base_model: str | None = "gpt2"
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-    vocab_size: int = 8192
-    block_size: int = 128
-    batch_size: int = 16
-    grad_accum: int = 1
-    learning_rate: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    dropout: float = 0.1
-    epochs: int = 3
-    max_steps: int | None = None
-    eval_interval: int = 50
-    checkpoint_interval: int = 50
-    early_stopping_patience: int = 5
-    val_fraction: float = 0.1
-    precision: Precision = "auto"
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    log_interval: int = 10
+    base_model: str | None = Field(
+        default="gpt2",
+        description="Hub name (gpt2, distilgpt2, ...) or local folder; null: from scratch.",
+    )
+    n_layer: Annotated[int, Field(ge=1, le=48)] = Field(
+        default=4, description="From-scratch size: transformer blocks."
+    )
+    n_head: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=4, description="From-scratch size: attention heads (must divide n_embd)."
+    )
+    n_embd: Annotated[int, Field(ge=8)] = Field(
+        default=256, description="From-scratch size: model width."
+    )
+    vocab_size: Annotated[int, Field(ge=300)] = Field(
+        default=8192, description="From scratch: the byte-level BPE trained on the dataset "
+        "(256 bytes + merges)."
+    )
+    block_size: Annotated[int, Field(ge=4, le=1024)] = Field(
+        default=128, description="Tokens per packed block."
+    )
+    batch_size: Annotated[int, Field(gt=0)] = Field(
+        default=16, description="Blocks per micro-batch (per rank)."
+    )
+    grad_accum: Annotated[int, Field(gt=0)] = Field(
+        default=1, description="Micro-batches per optimizer step."
+    )
+    learning_rate: Annotated[float, Field(gt=0)] = Field(
+        default=3e-4, description="Peak, after a linear warm-up; cosine decay after it."
+    )
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.1, description="The decay ends at this share of the peak."
+    )
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        default=50, description="At most a tenth of the run."
+    )
+    weight_decay: Annotated[float, Field(ge=0)] = Field(
+        default=0.1, description="AdamW's, on matrices only."
+    )
+    grad_clip: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="Global gradient-norm clip."
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    epochs: Annotated[int, Field(gt=0)] = 3
+    max_steps: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Optimizer steps; wins over epochs when set."
+    )
+    eval_interval: Annotated[int, Field(gt=0)] = Field(
+        default=50, description="Optimizer steps between validations."
+    )
+    checkpoint_interval: Annotated[int, Field(gt=0)] = Field(
+        default=50, description="Optimizer steps between checkpoints."
+    )
+    early_stopping_patience: Annotated[int, Field(ge=0)] = Field(
+        default=5,
+        description="Evaluations without a better validation loss before stopping; 0: off.",
+    )
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.1, description="Share of tweets held out for validation (by id hash)."
+    )
+    precision: Precision = Field(
+        default="auto",
+        description="auto: bf16 where the GPU or CPU has it, else fp16 (GPU) or fp32 (CPU).",
+    )
+    compile: bool = Field(default=False, description="Wrap the model in torch.compile.")
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, ...")
+    seed: Annotated[int, Field(ge=0)] = 0
+    log_interval: Annotated[int, Field(gt=0)] = Field(
+        default=10, description="Optimizer steps between train.log rows."
+    )
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.type == "float" and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ValueError(f"gpt2 config {f.name!r} must be a number, got {value!r}")
-            if f.type not in ("int", "int | None") or value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"gpt2 config {f.name!r} must be an integer, got {value!r}")
-            if value < (0 if f.name in _MAY_BE_ZERO else 1):
-                raise ValueError(f"gpt2 config {f.name!r} is out of range: {value}")
-        if not 4 <= self.block_size <= 1024:
-            raise ValueError(f"gpt2 config 'block_size' must be in [4, 1024]: {self.block_size}")
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPT2Settings:
         if self.n_embd % self.n_head:
-            raise ValueError("gpt2 config 'n_embd' must be a multiple of 'n_head'")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(
-                f"gpt2 config 'precision' must be auto|fp32|bf16|fp16: {self.precision!r}"
-            )
-        if not 0 <= self.val_fraction < 1 or not 0 <= self.dropout < 1:
-            raise ValueError("gpt2 config 'val_fraction' and 'dropout' must be in [0, 1)")
-        if self.vocab_size < 300:
-            raise ValueError("gpt2 config 'vocab_size' must be >= 300 (256 bytes + merges)")
+            raise ValueError("n_embd must be a multiple of n_head")
+        return self
 
 
 def build(
