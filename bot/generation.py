@@ -2,7 +2,9 @@
 
 The serving model is one reference, replaced whole by the hot-loader, so a post or reply in
 progress always finishes on the model it started with. Candidates are sampled as one batch
-and the first one that passes every filter is used.
+and the first one that passes every filter is used. Every batch is counted by whoever asked
+for it (`record_batch`): what was checked, accepted and rejected by which filter, in Redis (what
+`parrotbot status` shows) and on `/metrics`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bot.filters import CandidateFilter, NoveltyIndex
 from bot.platform.base import Tweet
 
 if TYPE_CHECKING:
+    from bot.state import BotState
     from training.models import TextModel
     from training.publish import Manifest
 
@@ -135,3 +138,12 @@ class GenerationService:
         if batch is None or not batch.accepted:
             return None, batch
         return Generated(text=batch.accepted[0], model_version=batch.version), batch
+
+
+def record_batch(state: BotState, batch: Batch | None) -> None:
+    """Count a batch's filter verdicts in Redis and on /metrics (a batch of nothing: no-op)."""
+    if batch is not None and batch.checked:
+        state.count_filtered(batch.checked, len(batch.accepted), batch.rejected)
+        metrics.CANDIDATES_ACCEPTED.inc(len(batch.accepted))
+        for reason, count in batch.rejected.items():
+            metrics.CANDIDATES_REJECTED.labels(reason=reason).inc(count)

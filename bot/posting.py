@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import structlog
 
 from bot import metrics
-from bot.generation import Batch, GenerationService
+from bot.generation import GenerationService, record_batch
 from bot.lease import Fence
 from bot.ledger import Claim, PostLedger, PostSlot, SlotOutcome
 from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet, platform_failed
@@ -167,10 +167,3 @@ def refill_pool(
     )
     return len(batch.accepted)
 
-
-def record_batch(state: BotState, batch: Batch | None) -> None:
-    if batch is not None and batch.checked:
-        state.count_filtered(batch.checked, len(batch.accepted), batch.rejected)
-        metrics.CANDIDATES_ACCEPTED.inc(len(batch.accepted))
-        for reason, count in batch.rejected.items():
-            metrics.CANDIDATES_REJECTED.labels(reason=reason).inc(count)

@@ -28,7 +28,7 @@ import structlog
 
 from bot import metrics
 from bot.config import RepliesConfig
-from bot.generation import GenerationService
+from bot.generation import GenerationService, record_batch
 from bot.lease import Fence
 from bot.platform.base import (
     OutcomeUnknown,
@@ -40,7 +40,6 @@ from bot.platform.base import (
     is_transient,
     platform_failed,
 )
-from bot.posting import record_batch
 from bot.rules import Claim, ReplyGuard, ReplyOutcome, command, is_retweet, is_summoned
 from bot.state import BotState, PostedTweet
 
