@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from training.char_rnn import WEIGHTS_FILE, CharRNN, CharRNNConfig, Vocab
-from training.models import EpochReport, ModelLoadError, TextModel, load_model
+from training.models import EpochReport, TextModel, load_model
+from training.publish import ModelLoadError
 
 # Keras/TF call np.array() on variables when saving, which numpy 2 flags; not our code.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -17,7 +17,8 @@ from training.gpt2_train import (
     lr_at,
     resolve_device_and_dtype,
 )
-from training.models import ModelLoadError, TextModel, load_model
+from training.models import TextModel, load_model
+from training.publish import ModelLoadError
 from training.runs import list_checkpoints
 from training.trainlog import read_rows
 

@@ -22,7 +22,8 @@ import numpy as np
 import structlog
 
 from training.char_rnn_config import CharRNNConfig
-from training.models import EpochReport, ModelLoadError, TrainResult
+from training.models import EpochReport, TrainResult
+from training.publish import ModelLoadError
 from training.sampling import Sampling, choose, per_row, seen_tokens
 from training.tf_quiet import quiet_tensorflow
 

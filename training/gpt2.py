@@ -21,7 +21,7 @@ import numpy as np
 import structlog
 from pydantic import Field, model_validator
 
-from training.models import ModelLoadError
+from training.publish import ModelLoadError
 from training.sampling import Sampling, choose, per_row, seen_tokens
 from training.settings import ModelSettings
 

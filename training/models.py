@@ -12,17 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from training.publish import CheckpointError
-
 MODEL_KINDS: tuple[str, ...] = ("char_rnn", "gpt2")
-
-
-class ModelLoadError(CheckpointError):
-    """A model folder is missing a file or holds a corrupt one; the message names it.
-
-    A subclass of :class:`CheckpointError` so callers that already treat a bad checkpoint as
-    "record and skip" handle a model that will not load the same way.
-    """
 
 
 @runtime_checkable
@@ -87,7 +77,10 @@ class EpochReport:
 
 
 def load_model(kind: str, directory: Path) -> TextModel:
-    """Load a saved model of ``kind`` from ``directory``, importing its framework only now."""
+    """Load a saved model of ``kind`` from ``directory``, importing its framework only now.
+
+    A missing or corrupt file is a :class:`training.publish.ModelLoadError`.
+    """
     if kind == "char_rnn":
         from training.char_rnn import CharRNN
 

@@ -41,6 +41,16 @@ class CheckpointError(Exception):
     """A version or pointer is missing, incomplete or corrupt; the message names the path."""
 
 
+class ModelLoadError(CheckpointError):
+    """A model folder is missing a file or holds a corrupt one; the message names it.
+
+    A subclass of :class:`CheckpointError` so callers that already treat a bad checkpoint as
+    "record and skip" handle a model that will not load the same way. It lives here, not
+    beside the loader in :mod:`training.models`, because the model families raise it and
+    the loader imports them: here nobody's import runs back to its importer.
+    """
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a published version is: kind, provenance, losses and a checksum per file.
