@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from training.char_rnn import WEIGHTS_FILE, CharRNN, CharRNNConfig, Vocab
+from training.char_rnn_train import fit
 from training.models import EpochReport, TextModel, load_model
 from training.publish import ModelLoadError
 
@@ -23,7 +24,7 @@ TINY = CharRNNConfig(
 def trained() -> tuple[CharRNN, list[EpochReport]]:
     reports: list[EpochReport] = []
     texts = PHRASES * 40
-    model, result = CharRNN.train(texts, PHRASES * 4, TINY, on_epoch=reports.append)
+    model, result = fit(texts, PHRASES * 4, TINY, on_epoch=reports.append)
     assert result.step == reports[-1].step > 0
     return model, reports
 
@@ -123,7 +124,7 @@ def test_stacked_lstm_with_dropout_trains_and_round_trips(tmp_path: Path) -> Non
     config = CharRNNConfig(
         embedding_dim=8, units=16, layers=2, cell="lstm", dropout=0.1, seq_len=16, epochs=1
     )
-    model, result = CharRNN.train(PHRASES * 5, [], config)
+    model, result = fit(PHRASES * 5, [], config)
     assert result.step > 0 and result.val_loss is None
     model.save(tmp_path)
     loaded = CharRNN.load(tmp_path)

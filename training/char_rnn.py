@@ -8,12 +8,14 @@ same reason.
 Two Keras models share one set of layers: a sequence model for training (a prediction at
 every position) and a one-step model with explicit RNN state for sampling, so generating a
 character costs one step instead of re-running the whole prefix.
+
+This module is the model: build, save, load, generate. The loop that trains it is
+:mod:`training.char_rnn_train`, which imports this module and never the other way round.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +24,6 @@ import numpy as np
 import structlog
 
 from training.char_rnn_config import CharRNNConfig
-from training.models import EpochReport, TrainResult
 from training.publish import ModelLoadError
 from training.sampling import Sampling, choose, per_row, seen_tokens
 from training.tf_quiet import quiet_tensorflow
@@ -251,33 +252,9 @@ def _build(config: CharRNNConfig, vocab_size: int) -> tuple[keras.Model, keras.M
     return train_model, step_model
 
 
-def windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-overlapping (input, next-char target) windows starting at ``offset``.
-
-    A different offset each epoch shows the model other window boundaries for free. A stream
-    shorter than one window becomes a single shorter window rather than nothing.
-    """
-    usable = stream[offset:] if len(stream) - offset > seq_len else stream
-    if len(usable) <= seq_len:
-        seq_len = len(usable) - 1
-    n = (len(usable) - 1) // seq_len
-    x = usable[: n * seq_len].reshape(n, seq_len)
-    y = usable[1 : n * seq_len + 1].reshape(n, seq_len)
-    return x, y
-
-
-def mean_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    """Mean next-char cross-entropy (nats) over every position of the given windows."""
-    total, count = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        total += float(model.test_on_batch(xb, yb)) * yb.size
-        count += yb.size
-    return total / count
-
-
 class CharRNN:
-    """A trained character RNN; see :class:`training.models.TextModel`."""
+    """A character RNN, trained by :func:`training.char_rnn_train.fit`; see
+    :class:`training.models.TextModel`."""
 
     kind: ClassVar[str] = "char_rnn"
 
@@ -302,28 +279,14 @@ class CharRNN:
             ],
         )
 
-    @classmethod
-    def train(
-        cls,
-        texts: Sequence[str],
-        val_texts: Sequence[str],
-        config: CharRNNConfig,
-        *,
-        stop: threading.Event | None = None,
-        on_epoch: Callable[[EpochReport], None] | None = None,
-        run_dir: Path | None = None,
-        resume: bool = False,
-    ) -> tuple[CharRNN, TrainResult]:
-        """Train (checkpointing into ``run_dir`` when given); see :mod:`training.char_rnn_train`.
+    @property
+    def sequence_model(self) -> keras.Model:
+        """The compiled model the training loop steps, validates and checkpoints.
 
-        Returns the weights of the best validation epoch, and their losses.
+        It shares its layers with the one-step sampling model, so the weights
+        :mod:`training.char_rnn_train` trains are the ones :meth:`generate` samples from.
         """
-        from training.char_rnn_train import fit
-
-        return fit(
-            cls, texts, val_texts, config, stop=stop, on_epoch=on_epoch, run_dir=run_dir,
-            resume=resume,
-        )  # fmt: skip
+        return self._model
 
     def generate(
         self,

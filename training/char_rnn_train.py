@@ -1,6 +1,9 @@
 """The char-RNN training loop: epochs of shuffled windows, validation in bits per character,
 early stopping, best-epoch selection, and full-state checkpoints for resuming.
 
+The model itself (layers, save, load, sampling) is :mod:`training.char_rnn`; this module
+imports it, as :mod:`training.gpt2_train` imports :mod:`training.gpt2`.
+
 Each epoch's windows (a different start offset) and their order are pure functions of
 (seed, epoch), so a checkpoint's data position is just (epoch, batch index); resuming
 rebuilds the epoch and skips the batches already seen. A checkpoint is one ``.npz`` file
@@ -16,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import structlog
 
+from training.char_rnn import CharRNN, Vocab
+from training.char_rnn_config import CharRNNConfig
 from training.files import atomic_write_bytes
 from training.models import EpochReport, TrainResult
 from training.runs import (
@@ -34,11 +39,8 @@ from training.runs import (
 from training.tf_quiet import quiet_tensorflow
 from training.trainlog import Progress, TrainLog
 
-with quiet_tensorflow():  # Keras loads TensorFlow
+with quiet_tensorflow():  # Keras loads TensorFlow (training.char_rnn already did, quietly)
     import keras
-
-if TYPE_CHECKING:
-    from training.char_rnn import CharRNN, CharRNNConfig
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +48,33 @@ BEST_FILE = "best.npz"
 LOG_EVERY = 20
 
 
+def windows(stream: np.ndarray, seq_len: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping (input, next-char target) windows starting at ``offset``.
+
+    A different offset each epoch shows the model other window boundaries for free. A stream
+    shorter than one window becomes a single shorter window rather than nothing.
+    """
+    usable = stream[offset:] if len(stream) - offset > seq_len else stream
+    if len(usable) <= seq_len:
+        seq_len = len(usable) - 1
+    n = (len(usable) - 1) // seq_len
+    x = usable[: n * seq_len].reshape(n, seq_len)
+    y = usable[1 : n * seq_len + 1].reshape(n, seq_len)
+    return x, y
+
+
+def mean_loss(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    """Mean next-char cross-entropy (nats) over every position of the given windows."""
+    total, count = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        total += float(model.test_on_batch(xb, yb)) * yb.size
+        count += yb.size
+    return total / count
+
+
 def _epoch_data(stream: np.ndarray, config: CharRNNConfig, epoch: int) -> tuple[Any, Any]:
     """The epoch's windows in training order; a new offset each epoch shows new boundaries."""
-    from training.char_rnn import windows
-
     offset = int(np.random.default_rng([config.seed, epoch, 1]).integers(config.seq_len))
     x, y = windows(stream, config.seq_len, offset)
     order = epoch_permutation(config.seed, epoch, len(x))
@@ -79,28 +104,27 @@ def _set_weights(model: keras.Model, arrays: dict[str, np.ndarray], prefix: str 
 
 
 def fit(
-    cls: type[CharRNN],
     texts: Sequence[str],
     val_texts: Sequence[str],
     config: CharRNNConfig,
     *,
-    stop: threading.Event | None,
-    on_epoch: Callable[[EpochReport], None] | None,
-    run_dir: Path | None,
-    resume: bool,
+    stop: threading.Event | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
 ) -> tuple[CharRNN, TrainResult]:
     """Train from scratch or from ``run_dir``'s newest checkpoint; return the best epoch.
 
-    A set ``stop`` ends training after the current batch; the epoch is still validated and,
-    with a ``run_dir``, checkpointed, so a resumed run continues from that very batch.
+    The returned model holds the weights of the best validation epoch; the result, their
+    losses. A set ``stop`` ends training after the current batch; the epoch is still
+    validated and, with a ``run_dir``, checkpointed, so a resumed run continues from that
+    very batch.
     """
-    from training.char_rnn import Vocab, mean_loss
-
     if not any(texts):
         raise ValueError("char_rnn needs at least one non-empty training text")
     keras.utils.set_random_seed(config.seed)
-    model = cls(config, Vocab.from_texts(texts))
-    train_model = model._model
+    model = CharRNN(config, Vocab.from_texts(texts))
+    train_model = model.sequence_model
     optimizer = train_model.optimizer
     optimizer.build(train_model.trainable_variables)
     stream = model.vocab.encode_stream(texts)
@@ -238,8 +262,6 @@ def fit(
 
 def windows_for(model: CharRNN, texts: Sequence[str], config: CharRNNConfig) -> Any:
     """Validation windows (offset 0, fixed), or None without validation texts."""
-    from training.char_rnn import windows
-
     if not texts:
         return None
     return windows(model.vocab.encode_stream(texts), config.seq_len, 0)

@@ -164,7 +164,7 @@ def _is_main_process() -> bool:
 def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: bool, stop: Any):
     """Run the family's loop; return (model, step, train_loss, val_loss, publishable)."""
     if req.model_kind == "char_rnn":
-        from training.char_rnn import CharRNN
+        from training import char_rnn_train
 
         completed = 0
 
@@ -173,7 +173,7 @@ def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: b
             completed += report.complete
             log.info("train.epoch_done", **asdict(report))
 
-        model, result = CharRNN.train(
+        model, result = char_rnn_train.fit(
             prepared.train_texts, prepared.val_texts, config,
             stop=stop, on_epoch=on_epoch, run_dir=run_dir, resume=resume,
         )  # fmt: skip

@@ -128,7 +128,8 @@ def ours(train: Sequence[str], val: Sequence[str], seconds: float, **overrides: 
     import threading
     from pathlib import Path
 
-    from training.char_rnn import CharRNN, CharRNNConfig
+    from training.char_rnn import CharRNNConfig
+    from training.char_rnn_train import fit
     from training.trainlog import read_rows
 
     config = CharRNNConfig(epochs=100_000, early_stopping_patience=0, **overrides)
@@ -137,7 +138,7 @@ def ours(train: Sequence[str], val: Sequence[str], seconds: float, **overrides: 
     started = time.perf_counter()
     timer.start()
     with tempfile.TemporaryDirectory() as tmp:
-        _, result = CharRNN.train(train, val, config, stop=stop, run_dir=Path(tmp))
+        _, result = fit(train, val, config, stop=stop, run_dir=Path(tmp))
         rows = read_rows(Path(tmp) / "train.log")
     timer.cancel()
     # The trainer logs step 1 (tracing, compiling) on its own row; the rest are windows of

@@ -295,12 +295,13 @@ def bench_hot_swap(service: Any, watcher: Any, model_dir: Path, seconds: float) 
 
 def bench_novelty(corpus: list[str], samples: int, epochs: int) -> dict[str, Any]:
     """A char-RNN overfit on a few dozen tweets: raw copies before the filter, none after."""
-    from training.char_rnn import CharRNN, CharRNNConfig
+    from training.char_rnn import CharRNNConfig
+    from training.char_rnn_train import fit
 
     tweets = [t for t in corpus if len(t.split()) >= 8][:40]
     config = CharRNNConfig(units=256, seq_len=64, batch_size=16, epochs=epochs, val_fraction=0.0)
     started = time.perf_counter()
-    model, result = CharRNN.train(tweets, [], config)
+    model, result = fit(tweets, [], config)
     train_seconds = time.perf_counter() - started
     service = _service(model, tweets)
     raw = model.generate([""] * samples, **service.settings.sampling())
