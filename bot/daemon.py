@@ -36,7 +36,6 @@ from bot.redis_checks import check_redis_durability
 from bot.redis_metrics import RedisStateCollector
 from bot.retrain import RetrainTriggers, build_launcher
 from bot.scheduling import build_scheduler, prune_unknown_jobs, schedule_jobs
-from bot.scrape import dataset_path
 from bot.state import BotState, connect
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
@@ -359,12 +358,13 @@ class Daemon:
         )
 
     def _training_texts(self) -> list[str]:
-        """What the targets' datasets hold now: the texts a post must not copy."""
-        from training.dataset import clean_text, load_tweets
+        """The texts a post must not copy: the targets' datasets as the trainer sees them now,
+        cleaned with the config's `cleaning` options (the ones each training request carries).
+        """
+        from training.dataset import dataset_path, training_texts
 
         paths = [dataset_path(self.config.data_dir, t.handle) for t in self.config.targets]
-        tweets = load_tweets([path for path in paths if path.exists()])
-        return [clean_text(tweet["text"]) for tweet in tweets]
+        return training_texts([path for path in paths if path.exists()], self.config.cleaning)
 
     def _build_platform(self) -> Platform:
         platform = self.config.platform

@@ -49,7 +49,9 @@ class CheckpointWatcher:
         *,
         corpus: Callable[[], Iterable[str]] = tuple,
     ) -> None:
-        """`corpus` yields the training texts the novelty filter guards (read at each load)."""
+        """`corpus` yields the training texts the novelty filter guards (read at each load),
+        cleaned as the trainer cleaned them (the daemon passes `training.dataset.training_texts`
+        with the config's options): a candidate is compared with what the model learned."""
         self.model_dir = model_dir
         self.model_kind = model_kind
         self.service = service

@@ -258,3 +258,39 @@ def test_replies_keep_flowing_while_a_new_version_replaces_the_old(
     assert set(versions) <= {first, second, "none"}
     # The swap is one assignment: once the new version answered, the old one never did again.
     assert first not in versions[versions.index(second) :]
+
+
+def test_the_novelty_index_holds_the_training_texts_as_the_trainer_cleaned_them(
+    write_config, model_dir: Path, redis_client: redis.Redis, account: str
+) -> None:
+    """Serving and training agree on what a training tweet is: the config's cleaning, not the
+    default. With `urls: keep` the model learned the link, so a post copying the tweet with
+    it is a copy; a retweet the trainer dropped is not in the index at all."""
+    from bot.config import load_config
+    from bot.daemon import Daemon
+    from training.dataset import dataset_path, merge_records
+    from training.prepare import prepare
+
+    config_path = write_config(cleaning={"urls": "keep"})
+    config = load_config(config_path)
+    with_url = "Buy the almanac https://poorrichard.example/almanac-1758 today"
+    dataset = dataset_path(config.data_dir, "poorrichard")
+    merge_records(
+        dataset,
+        [
+            {"id": "1", "text": with_url},
+            {"id": "2", "text": "RT @franklin: Early to rise, the bell of the almanac rings"},
+            {"id": "3", "text": "A penny saved is a penny earned &amp; kept"},
+        ],
+    )
+    daemon = Daemon(config, config_path)
+    trained = prepare([dataset], None, 0.3, config.cleaning)
+    assert sorted(daemon._training_texts()) == sorted({*trained.train_texts, *trained.val_texts})
+
+    service = GenerationService(GenerationConfig(max_length=40), config.filters)
+    state = BotState(redis_client, account)
+    watcher = CheckpointWatcher(
+        model_dir, "char_rnn", service, state, corpus=daemon._training_texts
+    )
+    assert watcher.check()
+    assert service.current.novelty.copies(with_url)
