@@ -20,7 +20,7 @@ import structlog
 from bot import metrics
 from bot.generation import GenerationService, record_batch
 from bot.lease import Fence
-from bot.ledger import Claim, PostLedger, PostSlot, SlotOutcome
+from bot.ledger import PostLedger, PostSlot, SlotClaim, SlotOutcome
 from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet, platform_failed
 from bot.pool import TweetPool
 from bot.state import BotState
@@ -29,9 +29,9 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_RECONCILE_GRACE_SECONDS = 30.0
 _CLAIM_REFUSED = {
-    Claim.FENCED: "slot_fenced",
-    Claim.TAKEN: "slot_taken",
-    Claim.CLOSED: "slot_closed",
+    SlotClaim.FENCED: "slot_fenced",
+    SlotClaim.TAKEN: "slot_taken",
+    SlotClaim.CLOSED: "slot_closed",
 }
 
 
@@ -86,7 +86,7 @@ def _attempt(
 ) -> Tweet | None:
     """Claim the slot for `text` (fenced), POST it, record the outcome."""
     claim, claimed = ledger.claim(slot, text, version)
-    if claim is not Claim.CLAIMED:
+    if claim is not SlotClaim.CLAIMED:
         # fenced: a new leader owns the account; taken/closed: another attempt got there first
         log.warning("post.skipped", reason=_CLAIM_REFUSED[claim], slot=slot.id)
         return None

@@ -1,35 +1,46 @@
-"""Replies to mentions: oldest first, each recorded so no mention is answered twice.
+"""Replies to mentions: oldest first, each answered at most once.
 
-The protocol (DESIGN.md): an intent is recorded in Redis before the reply is sent and the
-reply's id after. An intent found without an outcome means an earlier attempt died mid-reply
-or lost X's answer, so the platform is asked whether that reply went out before anything is
-sent again (after `replies.reconcile_grace_seconds`, so a reply X has not yet shown in the
-bot's timeline is not taken for missing). The mentions cursor only moves past a mention once
-its outcome is recorded; a mention whose reply is pending or could not be sent yet keeps the
-cursor where it is, and the next poll takes it up again.
+A mention goes forward through the modules, each doing its own part, nothing written twice:
+
+    poll     here: the mentions after the cursor; `bot.rules` says who may be answered and
+             names the limits (opt-out, conversation cap, author cooldown), writing nothing
+    ledger   `bot.ledger`: the mention's record; answered already, or an earlier attempt open?
+    generation  `bot.generation`: the text, and its batch counted
+    ledger   the claim: the intent recorded, fenced by the poster lease, with the opt-out and
+             the limits checked in the same Redis step (so it comes after generation: an
+             opt-out that lands while the text is made still wins)
+    platform `bot.platform`: the reply
+    ledger   the outcome: the reply's id, with the posted history
+
+Only the ledger reads or writes the mention's record; this module decides the order. A mention
+the rules refuse ends at the first ledger step with its outcome recorded.
+
+An intent found without an outcome means an earlier attempt died mid-reply or lost X's answer,
+so the platform is asked whether that reply went out before anything is sent again (after
+`replies.reconcile_grace_seconds`, so a reply X has not yet shown in the bot's timeline is not
+taken for missing). The mentions cursor only moves past a mention once its outcome is
+recorded; a mention whose reply is pending or could not be sent yet keeps the cursor where it
+is, and the next poll takes it up again.
 
 One mention must not hold up the others forever: a poll that fails for a reason of the
 mention's own (no acceptable text for its context, X refusing it with a 400, a 404 or a 403
 that is not about permissions) counts an attempt in its record, and after
 `replies.max_attempts` the mention is recorded `gave_up` and the cursor moves on. Causes that
 pass by themselves (a spent budget, a rate limit, X or the network down, credentials the
-operator must fix) wait without spending attempts (`bot.platform.base.is_transient`). Every
-write of a reply record renews its TTL of `replies.keep_days`.
-
-`bot.rules` decides which mentions get a reply at all, and records opt-outs.
+operator must fix) wait without spending attempts (`bot.platform.base.is_transient`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import structlog
 
 from bot import metrics
 from bot.config import RepliesConfig
-from bot.generation import GenerationService, record_batch
+from bot.generation import Generated, GenerationService, record_batch
 from bot.lease import Fence
+from bot.ledger import CLAIM_SKIPS, ReplyClaim, ReplyLedger, ReplyLimits, ReplyOutcome
 from bot.platform.base import (
     OutcomeUnknown,
     Platform,
@@ -40,8 +51,8 @@ from bot.platform.base import (
     is_transient,
     platform_failed,
 )
-from bot.rules import Claim, ReplyGuard, ReplyOutcome, command, is_retweet, is_summoned
-from bot.state import BotState, PostedTweet
+from bot.rules import Command, Refusal, ReplyRules
+from bot.state import BotState
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +66,6 @@ WAIT_OUTCOMES = (
     ReplyOutcome.DEFERRED,
     ReplyOutcome.FENCED,
 )
-_CLAIM_SKIPS = {
-    Claim.CONVERSATION_CAP: ReplyOutcome.SKIPPED_CONVERSATION_CAP,
-    Claim.AUTHOR_COOLDOWN: ReplyOutcome.SKIPPED_AUTHOR_COOLDOWN,
-    Claim.OPTED_OUT: ReplyOutcome.SKIPPED_OPTED_OUT,
-}
 # Every outcome shows on /metrics from the start, at 0, so an alert on `gave_up` has a series.
 for _outcome in ReplyOutcome:
     metrics.REPLIES.labels(outcome=_outcome)
@@ -78,13 +84,11 @@ def poll_mentions(
     if service.current is None:
         log.info("mentions.skipped", reason="no_model_yet")
         return []
-    settings = settings or RepliesConfig()
-    guard = ReplyGuard(state, settings, fence)
     mentions = platform.mentions(since_id=state.cursor(MENTIONS_CURSOR))
     outcomes = []
     for mention in mentions:
         outcome = answer_mention(
-            platform, state, service, mention, me=me, guard=guard, recent=recent
+            platform, state, service, mention, me=me, settings=settings, fence=fence, recent=recent
         )
         outcomes.append(outcome)
         metrics.REPLIES.labels(outcome=outcome).inc()
@@ -104,85 +108,109 @@ def answer_mention(
     mention: Tweet,
     *,
     me: User,
-    guard: ReplyGuard,
+    settings: RepliesConfig | None = None,
+    fence: Fence | None = None,
     recent: Sequence[str] = (),
 ) -> ReplyOutcome:
-    record = state.redis.hgetall(state.keys.reply(mention.id))
-    if record.get("outcome"):
+    """One mention from poll to posted reply, in the order of the module docstring."""
+    settings = settings or RepliesConfig()
+    rules = ReplyRules(state, settings)
+    ledger = ReplyLedger(state, keep_days=settings.keep_days, fence=fence)
+
+    # poll: who may be answered, and what the claim must check
+    refusal = rules.refusal(mention, me)
+    limits = rules.limits(mention)
+
+    # ledger: what is known of this mention
+    record = ledger.get(mention.id)
+    if record.outcome:
         return ReplyOutcome.ALREADY_REPLIED
-    if mention.author_id == me.id:
-        return _skip(guard, mention, ReplyOutcome.SKIPPED_SELF)
-    if is_retweet(mention):
-        return _skip(guard, mention, ReplyOutcome.SKIPPED_RETWEET)
-    retrying = bool(record.get("intent_at"))
-    if retrying:
-        age = time.time() - float(record["intent_at"])
-        if age < guard.settings.reconcile_grace_seconds:
+    if refusal is not None and (refusal.holds_on_retry or not record.is_open):
+        return _refuse(state, rules, ledger, mention, refusal)
+    if record.is_open:  # an earlier attempt may have gone out: look before sending again
+        if record.age() < settings.reconcile_grace_seconds:
             return ReplyOutcome.PENDING
         existing = platform.find_reply(mention.id)
         if existing is not None:
-            version = record.get("model_version", "")
-            _record_reply(
-                guard, mention, existing, version=version, outcome=ReplyOutcome.RECONCILED
-            )
+            ledger.record_reply(
+                mention, existing, model_version=record.model_version,
+                outcome=ReplyOutcome.RECONCILED,
+            )  # fmt: skip
             log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
             return ReplyOutcome.RECONCILED
-    else:
-        early = _rules_say_no(guard, mention, me)
-        if early is not None:
-            return early
+
+    # generation: the text, its batch counted
     generated, batch = service.generate_reply(mention, handle=me.handle, recent=recent)
     record_batch(state, batch)
     if generated is None:
-        return _failed_attempt(guard, mention, ReplyOutcome.NOT_READY, "no acceptable text")
-    claim = guard.claim(mention, generated.model_version, retry=retrying)
-    if claim is Claim.FENCED:
+        return _failed_attempt(
+            ledger, settings, mention, limits, ReplyOutcome.NOT_READY, "no acceptable text"
+        )
+
+    # ledger: the claim
+    claim = ledger.claim(mention.id, generated.model_version, limits, retry=record.is_open)
+    if claim is not ReplyClaim.CLAIMED:
+        return _not_claimed(mention, claim)
+
+    # platform, then ledger: the reply and its outcome
+    return _send(platform, ledger, settings, mention, limits, generated)
+
+
+def _refuse(
+    state: BotState, rules: ReplyRules, ledger: ReplyLedger, mention: Tweet, refusal: Refusal
+) -> ReplyOutcome:
+    """Record the outcome of a mention the rules refuse; an opt-out or opt-in with it."""
+    if refusal.command is None:
+        ledger.record_outcome(mention.id, refusal.outcome)
+        log.info("reply.skipped", mention_id=mention.id, reason=str(refusal.outcome))
+        return refusal.outcome
+    pipe = state.redis.pipeline(transaction=True)  # the opt-out and the outcome, at once
+    rules.record_command(mention, refusal.command, pipeline=pipe)
+    ledger.record_outcome(mention.id, refusal.outcome, pipeline=pipe)
+    pipe.execute()
+    event = "reply.opted_out" if refusal.command is Command.OPT_OUT else "reply.opted_in"
+    log.info(event, mention_id=mention.id, author=mention.author_handle)
+    return refusal.outcome
+
+
+def _not_claimed(mention: Tweet, claim: ReplyClaim) -> ReplyOutcome:
+    """What a refused claim means for this poll (the claim recorded any outcome itself)."""
+    if claim is ReplyClaim.FENCED:
         log.warning("reply.fenced", mention_id=mention.id, reason="lease_lost")
         return ReplyOutcome.FENCED
-    if claim in _CLAIM_SKIPS:
-        log.info("reply.skipped", mention_id=mention.id, reason=str(_CLAIM_SKIPS[claim]))
-        return _CLAIM_SKIPS[claim]
-    if claim is Claim.INTENT_EXISTS:  # another process claimed it a moment ago
-        return ReplyOutcome.PENDING
-    return _send(platform, guard, mention, generated.text, generated.model_version)
-
-
-def _rules_say_no(guard: ReplyGuard, mention: Tweet, me: User) -> ReplyOutcome | None:
-    """The outcome of a mention that gets no reply by the rules, before any text is made."""
-    if not is_summoned(mention, me.handle):
-        return _skip(guard, mention, ReplyOutcome.SKIPPED_NOT_SUMMONED)
-    kind = command(mention, me.handle, guard.settings)
-    if kind is not None:
-        outcome = guard.record_command(mention, kind)
-        event = "reply.opted_out" if outcome is ReplyOutcome.OPTED_OUT else "reply.opted_in"
-        log.info(event, mention_id=mention.id, author=mention.author_handle)
-        return outcome
-    if guard.is_opted_out(mention):  # checked again in the claim, which decides
-        return _skip(guard, mention, ReplyOutcome.SKIPPED_OPTED_OUT)
-    return None
+    if claim in CLAIM_SKIPS:
+        log.info("reply.skipped", mention_id=mention.id, reason=str(CLAIM_SKIPS[claim]))
+        return CLAIM_SKIPS[claim]
+    return ReplyOutcome.PENDING  # INTENT_EXISTS: another process claimed it a moment ago
 
 
 def _send(
-    platform: Platform, guard: ReplyGuard, mention: Tweet, text: str, version: str
+    platform: Platform,
+    ledger: ReplyLedger,
+    settings: RepliesConfig,
+    mention: Tweet,
+    limits: ReplyLimits,
+    generated: Generated,
 ) -> ReplyOutcome:
     """Send a claimed reply and record what came of it."""
     try:
-        reply = platform.reply(mention, text)
+        reply = platform.reply(mention, generated.text)
     except OutcomeUnknown as exc:
         log.warning("reply.outcome_unknown", mention_id=mention.id, error=str(exc))
         return ReplyOutcome.PENDING
     except ReplyNotAllowed as exc:
-        _write(guard, mention, {"outcome": ReplyOutcome.REJECTED, "error": str(exc)})
+        ledger.record_outcome(mention.id, ReplyOutcome.REJECTED, error=str(exc))
         log.warning("reply.rejected", mention_id=mention.id, error=str(exc))
         return ReplyOutcome.REJECTED
     except PlatformError as exc:
-        guard.release(mention)  # surely not sent: the next poll starts afresh
+        ledger.release(mention.id, limits)  # surely not sent: the next poll starts afresh
         platform_failed("reply.deferred", exc, mention_id=mention.id)
         if is_transient(exc):  # it will pass by itself: no attempt spent
             return ReplyOutcome.DEFERRED
         reason = f"{type(exc).__name__}: {exc}"
-        return _failed_attempt(guard, mention, ReplyOutcome.DEFERRED, reason)
-    _record_reply(guard, mention, reply, version=version, outcome=ReplyOutcome.REPLIED)
+        return _failed_attempt(ledger, settings, mention, limits, ReplyOutcome.DEFERRED, reason)
+    version = generated.model_version
+    ledger.record_reply(mention, reply, model_version=version, outcome=ReplyOutcome.REPLIED)
     log.info(
         "reply.published",
         mention_id=mention.id,
@@ -195,55 +223,20 @@ def _send(
 
 
 def _failed_attempt(
-    guard: ReplyGuard, mention: Tweet, outcome: ReplyOutcome, reason: str
+    ledger: ReplyLedger,
+    settings: RepliesConfig,
+    mention: Tweet,
+    limits: ReplyLimits,
+    outcome: ReplyOutcome,
+    reason: str,
 ) -> ReplyOutcome:
     """Count a poll that failed for a reason of this mention's own; after
     `replies.max_attempts` of them, give up so the cursor moves on to the others."""
-    key = guard.state.keys.reply(mention.id)
-    pipe = guard.state.redis.pipeline(transaction=True)
-    pipe.hincrby(key, "attempts", 1)
-    pipe.hset(key, "last_reason", reason)
-    pipe.expire(key, guard.record_ttl)
-    attempts = int(pipe.execute()[0])
-    if attempts < guard.settings.max_attempts:
+    attempts = ledger.count_attempt(mention.id, reason)
+    if attempts < settings.max_attempts:
         return outcome
-    guard.release(mention)  # an earlier attempt's claim, if any: that reply was not found
-    _write(guard, mention, {"outcome": ReplyOutcome.GAVE_UP})
+    # An earlier attempt's claim, if any, is given back: its reply was not found.
+    ledger.release(mention.id, limits)
+    ledger.record_outcome(mention.id, ReplyOutcome.GAVE_UP)
     log.warning("reply.gave_up", mention_id=mention.id, attempts=attempts, reason=reason)
     return ReplyOutcome.GAVE_UP
-
-
-def _write(guard: ReplyGuard, mention: Tweet, fields: dict[str, str]) -> None:
-    """Every write of a reply record renews its TTL (`replies.keep_days`)."""
-    key = guard.state.keys.reply(mention.id)
-    pipe = guard.state.redis.pipeline(transaction=True)
-    pipe.hset(key, mapping=fields)
-    pipe.expire(key, guard.record_ttl)
-    pipe.execute()
-
-
-def _skip(guard: ReplyGuard, mention: Tweet, outcome: ReplyOutcome) -> ReplyOutcome:
-    _write(guard, mention, {"outcome": outcome})
-    log.info("reply.skipped", mention_id=mention.id, reason=str(outcome))
-    return outcome
-
-
-def _record_reply(
-    guard: ReplyGuard, mention: Tweet, reply: Tweet, *, version: str, outcome: ReplyOutcome
-) -> None:
-    state = guard.state
-    key = state.keys.reply(mention.id)
-    pipe = state.redis.pipeline(transaction=True)
-    pipe.hset(key, mapping={"tweet_id": reply.id, "outcome": outcome})
-    pipe.expire(key, guard.record_ttl)
-    state.record_posted(
-        PostedTweet(
-            tweet_id=reply.id,
-            text=reply.text,
-            kind="reply",
-            model_version=version,
-            in_reply_to=mention.id,
-        ),
-        pipeline=pipe,
-    )
-    pipe.execute()

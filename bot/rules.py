@@ -6,7 +6,7 @@
   `RT @author: …`); a quote summons only when the quoter's own words, not the quoted part or
   the link X appends, name the bot.
 - Reply to the mention's author, in reply to the mention, never to the bot itself, at most
-  once per mention (the reply record in `bot.replies`).
+  once per mention (the reply record in `bot.ledger`).
 - Anyone can opt out: `@bot stop` (`replies.opt_out_words`) records the author, and the bot
   never replies to them again until `@bot start` (`replies.opt_in_words`).
 - At most `replies.per_conversation_cap` replies in one conversation, and after answering
@@ -15,9 +15,9 @@
 - Generated text never mentions anyone: the cleaning placeholders (`<user>`, `<url>`) and any
   @handle a model invents are removed before a post or reply is sent.
 
-The opt-out, the cap and the cooldown are checked in the same Redis step that records the
-reply intent, behind the poster lease's fence (`bot.lease.FENCE_CHECK`), and the claim is
-given back if the reply was surely not sent.
+This module decides and names; it does not write the reply record. The opt-out, the cap and
+the cooldown are handed to the ledger's claim as `ReplyLimits` and checked there, in the same
+Redis step that records the intent, behind the poster lease's fence.
 """
 
 from __future__ import annotations
@@ -25,52 +25,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from bot.config import RepliesConfig
-from bot.lease import FENCE_CHECK, Fence, fence_args
-from bot.platform.base import Tweet
+from bot.ledger import ReplyLimits, ReplyOutcome
+from bot.platform.base import Tweet, User
 from bot.state import BotState
 
 CONVERSATION_TTL_SECONDS = 14 * 24 * 3600
-DAY_SECONDS = 24 * 3600
 _RETWEET_TEXT = re.compile(r"^\s*RT\s+[@＠][A-Za-z0-9_]+:", re.IGNORECASE)
 # What a quote's text holds besides the quoter's words: the link to the quoted post X
 # appends, and (in the older hand-made form) the quoted words in quotation marks.
 _QUOTED_PART = re.compile(r"\"[^\"]*\"|“[^”]*”|«[^»]*»|https?://\S+")
-
-
-class ReplyOutcome(StrEnum):
-    """What became of one mention; all but the wait outcomes are recorded in its record."""
-
-    REPLIED = "replied"
-    ALREADY_REPLIED = "already_replied"  # an outcome was recorded before (any outcome)
-    RECONCILED = "reconciled"  # a previous attempt's reply was found on the platform
-    SKIPPED_SELF = "skipped_self"
-    SKIPPED_RETWEET = "skipped_retweet"
-    SKIPPED_NOT_SUMMONED = "skipped_not_summoned"
-    SKIPPED_OPTED_OUT = "skipped_opted_out"  # the author opted out of replies
-    SKIPPED_CONVERSATION_CAP = "skipped_conversation_cap"
-    SKIPPED_AUTHOR_COOLDOWN = "skipped_author_cooldown"
-    OPTED_OUT = "opted_out"  # the mention was an opt-out: recorded, not answered
-    OPTED_IN = "opted_in"  # the mention was an opt-in: recorded, not answered
-    REJECTED = "rejected"  # X refused this reply for good (the author did not mention the bot)
-    GAVE_UP = "gave_up"  # failed `replies.max_attempts` polls for a reason of its own
-    # The cursor stays at these; the mention is taken up again on the next poll:
-    NOT_READY = "not_ready"  # no model, or no acceptable text
-    PENDING = "pending"  # the reply may have gone out: reconcile before anything else
-    DEFERRED = "deferred"  # surely not sent (budget, rate limit, credentials, network, refusal)
-    FENCED = "fenced"  # this daemon lost the poster lease: nothing was claimed or sent
-
-
-class Claim(StrEnum):
-    CLAIMED = "claimed"
-    INTENT_EXISTS = "intent_exists"
-    CONVERSATION_CAP = "conversation_cap"
-    AUTHOR_COOLDOWN = "author_cooldown"
-    OPTED_OUT = "opted_out"
-    FENCED = "fenced"
 
 
 class Command(StrEnum):
@@ -78,6 +46,9 @@ class Command(StrEnum):
 
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
+
+
+_COMMAND_OUTCOMES = {Command.OPT_OUT: ReplyOutcome.OPTED_OUT, Command.OPT_IN: ReplyOutcome.OPTED_IN}
 
 
 def is_retweet(mention: Tweet) -> bool:
@@ -115,134 +86,71 @@ def command(mention: Tweet, handle: str, settings: RepliesConfig) -> Command | N
     return None
 
 
-# KEYS: the lease, the reply record, the conversation's reply count, the author's cooldown,
-# the opted-out authors.
-# ARGV: fence token, now, model version, cap, cooldown ms, conversation ttl s, record ttl s,
-# author id, retry ('1': the record's earlier intent was not found on the platform), then the
-# outcomes recorded for the cap, the cooldown and an opted-out author.
-_CLAIM = (
-    FENCE_CHECK
-    + """
-local retry = ARGV[9] == '1'
-if retry then
-  if redis.call('HEXISTS', KEYS[2], 'outcome') == 1 then return 'intent_exists' end
-elseif redis.call('HEXISTS', KEYS[2], 'intent_at') == 1 then
-  return 'intent_exists'
-end
-local function skip(outcome, claim)
-  redis.call('HSET', KEYS[2], 'outcome', outcome)
-  redis.call('EXPIRE', KEYS[2], ARGV[7])
-  return claim
-end
-if redis.call('HEXISTS', KEYS[5], ARGV[8]) == 1 then return skip(ARGV[12], 'opted_out') end
-if not retry then
-  if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[4]) then
-    return skip(ARGV[10], 'conversation_cap')
-  end
-  if tonumber(ARGV[5]) > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
-    return skip(ARGV[11], 'author_cooldown')
-  end
-end
-redis.call('HSET', KEYS[2], 'intent_at', ARGV[2], 'model_version', ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-if not retry then
-  redis.call('INCR', KEYS[3])
-  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
-  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[5]) end
-end
-return 'claimed'
-"""
-)
+@dataclass(frozen=True)
+class Refusal:
+    """Why a mention gets no reply: the outcome to record, and an opt-out or opt-in to record
+    with it."""
 
-# Undo a claim whose reply surely did not go out (X refused it, the budget was spent).
-# KEYS: the reply record, the conversation's reply count, the author's cooldown.
-# ARGV: record ttl s.
-_RELEASE = """
-if redis.call('HEXISTS', KEYS[1], 'outcome') == 1 then return 0 end
-local intent = redis.call('HGET', KEYS[1], 'intent_at')
-if not intent then return 0 end
-redis.call('HDEL', KEYS[1], 'intent_at', 'model_version')
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-if tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
-if redis.call('GET', KEYS[3]) == intent then redis.call('DEL', KEYS[3]) end
-return 1
-"""
+    outcome: ReplyOutcome
+    command: Command | None = None
+    # The bot never answers itself or a retweet. A mention whose earlier attempt may have gone
+    # out passed the other rules when it was claimed: it is reconciled, not refused (an opt-out
+    # since then is caught by the claim if a reply is still to be sent).
+    holds_on_retry: bool = False
 
 
-class ReplyGuard:
-    """The Redis side of the rules: reply intent, opt-outs, conversation cap, author cooldown.
+class ReplyRules:
+    """The rules for one account: who may be answered, the opt-outs, and the limits."""
 
-    With a `fence`, a claim succeeds only while the poster lease still holds its token.
-    """
-
-    def __init__(self, state: BotState, settings: RepliesConfig, fence: Fence | None = None):
+    def __init__(self, state: BotState, settings: RepliesConfig) -> None:
         self.state = state
         self.settings = settings
-        self.fence = fence
 
-    @property
-    def record_ttl(self) -> int:
-        """Seconds a reply record lives after its last write (`replies.keep_days`)."""
-        return self.settings.keep_days * DAY_SECONDS
+    def refusal(self, mention: Tweet, me: User) -> Refusal | None:
+        """Why `mention` must get no reply, the first rule that says so; None: it may get one.
 
-    def claim(self, mention: Tweet, model_version: str, *, retry: bool = False) -> Claim:
-        """Record the intent to answer `mention`, unless the lease, an opt-out, a cap or a
-        cooldown says no. `retry` renews the intent of an earlier attempt that was not found
-        on the platform (it already counted towards the cap and the cooldown)."""
-        lease_key, token = fence_args(self.fence, self.state.keys.lease)
-        record, conversation, cooldown = self._keys(mention)
-        result = self.state.redis.eval(
-            _CLAIM,
-            5,
-            lease_key,
-            record,
-            conversation,
-            cooldown,
-            self.state.keys.opted_out,
-            token,
-            f"{time.time():.6f}",
-            model_version,
-            self.settings.per_conversation_cap,
-            self.settings.author_cooldown_seconds * 1000,
-            CONVERSATION_TTL_SECONDS,
-            self.record_ttl,
-            mention.author_id,
-            "1" if retry else "0",
-            ReplyOutcome.SKIPPED_CONVERSATION_CAP,
-            ReplyOutcome.SKIPPED_AUTHOR_COOLDOWN,
-            ReplyOutcome.SKIPPED_OPTED_OUT,
+        Read only: the caller records the refusal (`record_command` for an opt-out or opt-in).
+        """
+        if mention.author_id == me.id:
+            return Refusal(ReplyOutcome.SKIPPED_SELF, holds_on_retry=True)
+        if is_retweet(mention):
+            return Refusal(ReplyOutcome.SKIPPED_RETWEET, holds_on_retry=True)
+        if not is_summoned(mention, me.handle):
+            return Refusal(ReplyOutcome.SKIPPED_NOT_SUMMONED)
+        kind = command(mention, me.handle, self.settings)
+        if kind is not None:
+            return Refusal(_COMMAND_OUTCOMES[kind], command=kind)
+        if self.is_opted_out(mention):  # checked again in the claim, which decides
+            return Refusal(ReplyOutcome.SKIPPED_OPTED_OUT)
+        return None
+
+    def limits(self, mention: Tweet) -> ReplyLimits:
+        """What the ledger's claim must check for `mention` (no Redis call)."""
+        keys = self.state.keys
+        cooldown = self.settings.author_cooldown_seconds
+        return ReplyLimits(
+            author_id=mention.author_id,
+            opted_out_key=keys.opted_out,
+            conversation_key=keys.conversation_replies(mention.conversation_id or mention.id),
+            per_conversation_cap=self.settings.per_conversation_cap,
+            conversation_ttl_seconds=CONVERSATION_TTL_SECONDS,
+            cooldown_key=keys.author_cooldown(mention.author_id),
+            cooldown_ms=cooldown * 1000,
         )
-        return Claim(result.decode() if isinstance(result, bytes) else result)
-
-    def release(self, mention: Tweet) -> None:
-        self.state.redis.eval(_RELEASE, 3, *self._keys(mention), self.record_ttl)
 
     def is_opted_out(self, mention: Tweet) -> bool:
         return bool(self.state.redis.hexists(self.state.keys.opted_out, mention.author_id))
 
-    def record_command(self, mention: Tweet, kind: Command) -> ReplyOutcome:
-        """Opt the author out (or back in) and record the mention's outcome, in one MULTI."""
+    def record_command(self, mention: Tweet, kind: Command, *, pipeline: Any = None) -> None:
+        """Opt the mention's author out (or back in). With a `pipeline`, the write joins the
+        caller's MULTI (the one that records the mention's outcome)."""
         keys = self.state.keys
-        outcome = ReplyOutcome.OPTED_OUT if kind is Command.OPT_OUT else ReplyOutcome.OPTED_IN
-        entry = {"handle": mention.author_handle, "at": time.time(), "mention_id": mention.id}
-        pipe = self.state.redis.pipeline(transaction=True)
+        target = pipeline if pipeline is not None else self.state.redis
         if kind is Command.OPT_OUT:
-            pipe.hset(keys.opted_out, mention.author_id, json.dumps(entry))
+            entry = {"handle": mention.author_handle, "at": time.time(), "mention_id": mention.id}
+            target.hset(keys.opted_out, mention.author_id, json.dumps(entry))
         else:
-            pipe.hdel(keys.opted_out, mention.author_id)
-        pipe.hset(keys.reply(mention.id), "outcome", outcome)
-        pipe.expire(keys.reply(mention.id), self.record_ttl)
-        pipe.execute()
-        return outcome
-
-    def _keys(self, mention: Tweet) -> tuple[str, str, str]:
-        keys = self.state.keys
-        conversation = mention.conversation_id or mention.id
-        return (
-            keys.reply(mention.id),
-            keys.conversation_replies(conversation),
-            keys.author_cooldown(mention.author_id),
-        )
+            target.hdel(keys.opted_out, mention.author_id)
 
 
 def opted_out_authors(state: BotState) -> dict[str, dict[str, Any]]:

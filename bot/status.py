@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
+from bot.ledger import reply_backlog
 from bot.replies import MENTIONS_CURSOR
-from bot.rules import ReplyOutcome, opted_out_authors
+from bot.rules import opted_out_authors
 from bot.state import BotState
 
 if TYPE_CHECKING:
@@ -101,19 +102,11 @@ def _waiting_to_launch(job: Job, now: float) -> dict[str, Any] | None:
 
 def _reply_records(state: BotState) -> dict[str, int]:
     """Mentions with a recorded intent but no outcome (the backlog the next poll reconciles),
-    and mentions given up after `replies.max_attempts`.
-
-    A scan over the account's reply records; they are one small hash per mention and expire
-    after `replies.keep_days`, so even a busy account's take a fraction of a second.
-    """
-    keys = list(state.redis.scan_iter(match=state.keys.reply("*"), count=1000))
-    pipe = state.redis.pipeline(transaction=False)
-    for key in keys:
-        pipe.hmget(key, "intent_at", "outcome")
-    fields = pipe.execute() if keys else []
+    and mentions given up after `replies.max_attempts` (read by the ledger, their owner)."""
+    backlog = reply_backlog(state)
     return {
-        "replies_awaiting_outcome": sum(1 for intent, outcome in fields if intent and not outcome),
-        "replies_gave_up": sum(1 for _intent, outcome in fields if outcome == ReplyOutcome.GAVE_UP),
+        "replies_awaiting_outcome": backlog.awaiting_outcome,
+        "replies_gave_up": backlog.gave_up,
     }
 
 

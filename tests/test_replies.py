@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.config import FilterConfig, GenerationConfig, RepliesConfig
+from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
+from bot.ledger import ReplyOutcome
 from bot.platform.local import LocalPlatform
-from bot.replies import ReplyOutcome, answer_mention, poll_mentions
-from bot.rules import ReplyGuard
+from bot.replies import answer_mention, poll_mentions
 from bot.state import BotState
 
 
@@ -29,10 +29,6 @@ def setup(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, 
     platform = LocalPlatform(tmp_path / "local", handle="parrotbot")
     platform.prepare()
     return platform, state, service
-
-
-def guard(state: BotState) -> ReplyGuard:
-    return ReplyGuard(state, RepliesConfig())
 
 
 def mention(platform: LocalPlatform, mention_id: str, author: str = "alice") -> None:
@@ -71,10 +67,7 @@ def test_an_intent_without_outcome_is_reconciled_not_resent(setup) -> None:
     (m,) = platform.mentions(None)
     state.redis.hset(state.keys.reply("200"), "intent_at", "1")
     platform.reply(m, "sent just before the crash")
-    assert (
-        answer_mention(platform, state, service, m, me=me, guard=guard(state))
-        is ReplyOutcome.RECONCILED
-    )
+    assert answer_mention(platform, state, service, m, me=me) is ReplyOutcome.RECONCILED
     assert replies(platform, "200") == 1
     assert state.redis.hget(state.keys.reply("200"), "tweet_id") == platform.find_reply("200").id
 
@@ -85,7 +78,7 @@ def test_an_intent_whose_reply_never_went_out_is_retried(setup) -> None:
     mention(platform, "300")
     (m,) = platform.mentions(None)
     state.redis.hset(state.keys.reply("300"), "intent_at", "1")
-    outcome = answer_mention(platform, state, service, m, me=platform.me(), guard=guard(state))
+    outcome = answer_mention(platform, state, service, m, me=platform.me())
     assert outcome is ReplyOutcome.REPLIED
     assert replies(platform, "300") == 1
 

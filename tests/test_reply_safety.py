@@ -13,9 +13,10 @@ from bot.cli import app
 from bot.config import RepliesConfig, load_config
 from bot.generation import GenerationService
 from bot.lease import Fence, Lease
+from bot.ledger import ReplyClaim, ReplyLedger, ReplyOutcome
 from bot.platform.base import Tweet
-from bot.replies import ReplyOutcome, poll_mentions
-from bot.rules import Claim, ReplyGuard, opted_out_authors
+from bot.replies import poll_mentions
+from bot.rules import Command, ReplyRules, opted_out_authors
 from bot.state import BotState, connect
 from tests.x_emulator import CREATE, Fault
 
@@ -68,12 +69,13 @@ def test_an_opt_out_that_lands_during_generation_is_caught_by_the_claim(
 ) -> None:
     """The opt-out is read in the same Redis step that records the intent."""
     state = BotState(redis_client, account)
-    guard = ReplyGuard(state, settings())
+    rules = ReplyRules(state, settings())
+    ledger = ReplyLedger(state, keep_days=settings().keep_days)
     mention = Tweet(id="900", text="@parrotbot hi", author_id="77", author_handle="zed",
                     created_at="")  # fmt: skip
-    assert not guard.is_opted_out(mention)  # what the early check saw
+    assert not rules.is_opted_out(mention)  # what the early check saw
     redis_client.hset(state.keys.opted_out, "77", json.dumps({"handle": "zed"}))  # meanwhile
-    assert guard.claim(mention, "v1") is Claim.OPTED_OUT
+    assert ledger.claim(mention.id, "v1", rules.limits(mention)) is ReplyClaim.OPTED_OUT
     record = redis_client.hgetall(state.keys.reply("900"))
     assert record == {"outcome": "skipped_opted_out"}
 
@@ -169,12 +171,11 @@ def test_opt_outs_are_listed_removed_and_shown_in_status(write_config) -> None:
     path = write_config()
     config = load_config(path)
     state = BotState(connect(config), config.account)
-    guard = ReplyGuard(state, config.replies)
-    from bot.rules import Command
+    rules = ReplyRules(state, config.replies)
 
     mention = Tweet(id="901", text="@parrotbot stop", author_id="42", author_handle="Alice",
                     created_at="")  # fmt: skip
-    guard.record_command(mention, Command.OPT_OUT)
+    rules.record_command(mention, Command.OPT_OUT)
     runner = CliRunner()
 
     listed = runner.invoke(app, ["opt-outs", "list", "-c", str(path)])

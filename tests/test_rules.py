@@ -9,9 +9,10 @@ import redis
 
 from bot.config import RepliesConfig
 from bot.generation import GenerationService
+from bot.ledger import ReplyClaim, ReplyLedger, ReplyOutcome
 from bot.platform.base import Tweet
-from bot.replies import ReplyOutcome, poll_mentions
-from bot.rules import Claim, ReplyGuard, is_summoned
+from bot.replies import poll_mentions
+from bot.rules import ReplyRules, is_summoned
 from bot.state import BotState
 from tests.x_emulator import CREATE
 
@@ -37,26 +38,32 @@ def test_summoned_means_the_text_names_the_bot(text: str, summoned: bool) -> Non
     assert is_summoned(tweet(text), "parrotbot") is summoned
 
 
-def test_the_guard_caps_conversations_and_cools_authors_down(
+def test_the_claim_caps_conversations_and_cools_authors_down(
     redis_client: redis.Redis, account: str
 ) -> None:
     state = BotState(redis_client, account)
-    guard = ReplyGuard(state, RepliesConfig(per_conversation_cap=2, author_cooldown_seconds=60))
+    settings = RepliesConfig(per_conversation_cap=2, author_cooldown_seconds=60)
+    rules, ledger = ReplyRules(state, settings), ReplyLedger(state, keep_days=settings.keep_days)
 
     def mention(mention_id: str, author: str, conversation: str) -> Tweet:
         return Tweet(id=mention_id, text="@parrotbot", author_id=author, author_handle=author,
                      created_at="", conversation_id=conversation)  # fmt: skip
 
-    assert guard.claim(mention("1", "a", "c1"), "v1") is Claim.CLAIMED
-    assert guard.claim(mention("1", "a", "c1"), "v1") is Claim.INTENT_EXISTS
-    assert guard.claim(mention("2", "b", "c1"), "v1") is Claim.CLAIMED
-    assert guard.claim(mention("3", "c", "c1"), "v1") is Claim.CONVERSATION_CAP
-    assert guard.claim(mention("4", "a", "c2"), "v1") is Claim.AUTHOR_COOLDOWN
+    def claim(m: Tweet) -> ReplyClaim:
+        """The ledger's claim, with the limits the rules name for `m`."""
+        return ledger.claim(m.id, "v1", rules.limits(m))
+
+    assert claim(mention("1", "a", "c1")) is ReplyClaim.CLAIMED
+    assert claim(mention("1", "a", "c1")) is ReplyClaim.INTENT_EXISTS
+    assert claim(mention("2", "b", "c1")) is ReplyClaim.CLAIMED
+    assert claim(mention("3", "c", "c1")) is ReplyClaim.CONVERSATION_CAP
+    assert claim(mention("4", "a", "c2")) is ReplyClaim.AUTHOR_COOLDOWN
     assert redis_client.hget(state.keys.reply("4"), "outcome") == "skipped_author_cooldown"
 
-    guard.release(mention("2", "b", "c1"))  # that reply surely did not go out
-    assert guard.claim(mention("5", "d", "c1"), "v1") is Claim.CLAIMED
-    assert guard.claim(mention("6", "b", "c3"), "v1") is Claim.CLAIMED  # b's cooldown was undone
+    released = mention("2", "b", "c1")
+    ledger.release(released.id, rules.limits(released))  # that reply surely did not go out
+    assert claim(mention("5", "d", "c1")) is ReplyClaim.CLAIMED
+    assert claim(mention("6", "b", "c3")) is ReplyClaim.CLAIMED  # b's cooldown was undone
 
 
 def test_replies_to_non_mentions_to_self_and_beyond_the_cap_are_never_sent(
