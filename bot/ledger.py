@@ -208,9 +208,14 @@ class PostLedger:
 
         A reconciled post went out about when its intent was made: the cadence counts from
         then, so the slot after it is not pushed back by how long the answer took to find.
+        The next point is always later than this slot's own: written back as the same text
+        (an intent in the millisecond the slot opened) or an earlier one (another daemon's
+        clock behind), the point would name this closed slot, or an older one, and every
+        later firing would be refused as closed.
         """
         keys = self.state.keys
-        posted_at = slot.intent_at if outcome is SlotOutcome.RECONCILED else f"{time.time():.3f}"
+        posted_at = float(slot.intent_at) if outcome is SlotOutcome.RECONCILED else time.time()
+        next_point = f"{max(posted_at, float(slot.id) + 0.001):.3f}"
         pipe = self.state.redis.pipeline(transaction=True)
         pipe.hset(keys.post_slot(slot.id), mapping={"tweet_id": tweet.id, "outcome": outcome})
         pipe.expire(keys.post_slot(slot.id), SLOT_KEEP_SECONDS)
@@ -220,7 +225,7 @@ class PostLedger:
             ),
             pipeline=pipe,
         )
-        pipe.set(keys.last_post, posted_at)
+        pipe.set(keys.last_post, next_point)
         pipe.execute()
 
 

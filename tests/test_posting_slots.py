@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 
+import bot.ledger
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.lease import Fence, Lease
-from bot.ledger import PostLedger, SlotOutcome
+from bot.ledger import PostLedger, SlotClaim, SlotOutcome
+from bot.platform.base import Tweet
 from bot.platform.local import LocalPlatform
 from bot.pool import TweetPool
 from bot.posting import post_scheduled
@@ -174,3 +177,25 @@ def test_local_crash_before_the_post_posts_the_slot_once(
     record = ledger.read(slot.id)
     assert record.outcome == SlotOutcome.POSTED and record.attempts == 2
     assert read_outbox_texts(platform) == [FIRST] and history(state) == [(tweet.id, FIRST)]
+
+
+def test_a_slot_closed_in_the_millisecond_it_opened_still_opens_the_next(
+    state: BotState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot's id is the cadence point it follows, and closing it writes the next point. An
+    intent (or a post) in the very millisecond the slot opened must still move the point on:
+    written back as the same text, the closed slot would stay the current one, and every
+    later firing would be refused as `slot_closed`."""
+    frozen = SimpleNamespace(time=lambda: 1_800_000_000.0)
+    monkeypatch.setattr(bot.ledger, "time", frozen)
+    ledger = PostLedger(state)
+    for outcome, text in ((SlotOutcome.RECONCILED, FIRST), (SlotOutcome.POSTED, SECOND)):
+        slot = ledger.current()
+        claim, claimed = ledger.claim(slot, text, "v1")
+        assert claim is SlotClaim.CLAIMED
+        tweet = Tweet(id=f"t-{outcome}", text=text, author_id="1", author_handle="parrotbot",
+                      created_at="")  # fmt: skip
+        ledger.close(claimed, tweet, outcome)
+        following = ledger.current()
+        assert following.id != slot.id and not following.outcome, outcome
+        assert float(following.id) > float(slot.id)
