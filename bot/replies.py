@@ -3,7 +3,7 @@
 A mention goes forward through the modules, each doing its own part, nothing written twice:
 
     poll     here: the mentions after the cursor; `bot.rules` says who may be answered and
-             names the limits (opt-out, conversation cap, author cooldown), writing nothing
+             names the limits (opt-out, conversation cap, author cooldown), reading only
     ledger   `bot.ledger`: the mention's record; answered already, or an earlier attempt open?
     generation  `bot.generation`: the text, and its batch counted
     ledger   the claim: the intent recorded, fenced by the poster lease, with the opt-out and
