@@ -430,8 +430,8 @@ def train(
     Ctrl-C (or SIGTERM) saves a checkpoint and stops; `--resume` continues from it.
     """
     from bot.logging import configure_logging
-    from infra.training_request import TrainingRequest
     from training.dataset import DatasetError, dataset_path
+    from training.request import TrainRequest
     from training.runs import ResumeError
     from training.train import (
         StopRequest,
@@ -444,19 +444,19 @@ def train(
     configure_logging(settings.logging.level)
     kind = model or settings.model.kind
     weight_of = {t.handle: t.weight for t in settings.targets}
-    request = TrainingRequest(
+    request = TrainRequest(
         model_kind=kind,
-        datasets=[str(dataset_path(settings.data_dir, handle)) for handle in profile],
-        checkpoints_dir=str(settings.data_dir / "checkpoints"),
-        model_config=getattr(settings.model, kind).model_dump(),
+        datasets=tuple(dataset_path(settings.data_dir, handle) for handle in profile),
+        checkpoints_dir=settings.data_dir / "checkpoints",
+        model_settings=getattr(settings.model, kind).to_dict(),
         trigger="cli",
-        weights=[weight_of.get(handle, 1.0) for handle in profile],
+        weights=tuple(weight_of.get(handle, 1.0) for handle in profile),
         resume=resume,
     )
     stop = StopRequest()
     restore_signals = install_signal_handlers(stop)
     try:
-        manifest = run_training(json.loads(request.to_json()), stop=stop)
+        manifest = run_training(request, stop=stop)
     except TrainingStopped as exc:
         typer.echo(f"stopped: {exc}; continue with --resume")
         raise typer.Exit(0) from None

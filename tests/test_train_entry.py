@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from infra.job import Job, JobSpec
 from tests.daemon_process import parse_events
 from training.dataset import dataset_hash, load_tweets
 from training.publish import list_versions, read_latest, verify_version
+from training.request import RequestError, TrainRequest
 from training.train import TrainingStopped, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +156,10 @@ def test_stop_before_the_first_epoch_publishes_nothing(tmp_path: Path) -> None:
         ({"model_kind": "bert"}, "unknown model_kind 'bert'"),
         ({"datasets": []}, "'datasets'"),
         ({"model_config": {"unitz": 3}}, "unitz"),
+        ({"model_config": {"units": "32"}}, "'model_config': char_rnn config 'units'"),
+        ({"weights": [1.0, 2.0]}, "'weights' must be a list of numbers, one per dataset"),
+        ({"resume": "yes"}, "'resume'"),
+        ({"cleaning": {"url": "drop"}}, "'cleaning': unknown cleaning option"),
     ],
 )
 def test_bad_requests_are_refused_in_process(
@@ -162,3 +168,36 @@ def test_bad_requests_are_refused_in_process(
     request = _request(tmp_path, [str(_dataset(tmp_path))]) | change
     with pytest.raises(ValueError, match=message):
         run_training(request)
+
+
+def test_a_request_round_trips_through_its_wire_json(tmp_path: Path) -> None:
+    wire = _request(tmp_path, ["datasets/a.jsonl"]) | {"weights": [2], "jobid": "tagged"}
+    request = TrainRequest.from_dict(wire)
+    assert request.weights == (2.0,) and request.model_settings == TINY
+    text = request.to_json()
+    assert set(json.loads(text)) == {
+        "model_kind", "datasets", "checkpoints_dir", "model_config", "trigger", "weights",
+        "resume", "cleaning",
+    }  # fmt: skip
+    assert json.loads(text)["datasets"] == ["datasets/a.jsonl"]  # resolved only by the trainer
+    assert TrainRequest.from_json(text) == request
+    with pytest.raises(RequestError, match="request is missing model_kind, checkpoints_dir"):
+        TrainRequest.from_dict({"datasets": ["a.jsonl"]})
+    with pytest.raises(RequestError, match="not JSON"):
+        TrainRequest.from_json("{")
+
+
+def test_a_request_for_a_job_carries_the_jobs_training_fields(tmp_path: Path) -> None:
+    spec = JobSpec(
+        account="demo", model_kind="gpt2", targets=["a"], datasets=["/volume/datasets/a.jsonl"],
+        dataset_hash="h", model_config={"block_size": 64}, trigger="auto", weights=[2.0],
+        cleaning={"urls": "keep"},
+    )  # fmt: skip
+    request = TrainRequest.for_job(Job.create(spec), checkpoints_dir=tmp_path)
+    assert request.datasets == (Path("/volume/datasets/a.jsonl"),)
+    assert request.checkpoints_dir == tmp_path and request.trigger == "auto"
+    assert request.weights == (2.0,) and request.cleaning.urls == "keep"
+    assert request.settings().block_size == 64 and not request.resume
+    elsewhere = TrainRequest.for_job(spec, checkpoints_dir="/mnt/ck", datasets=["/mnt/a.jsonl"])
+    assert elsewhere.to_dict()["datasets"] == ["/mnt/a.jsonl"]
+    assert elsewhere.to_dict()["model_config"] == {"block_size": 64}

@@ -1,10 +1,7 @@
 """The entry point a training backend runs: ``python -m training.train --request REQUEST.json``.
 
-The request is a JSON object::
-
-    {"model_kind": "char_rnn" | "gpt2", "datasets": ["/abs/datasets/a.jsonl"],
-     "checkpoints_dir": "/abs/checkpoints", "model_config": {...}, "trigger": "first_start",
-     "weights": [1.0], "resume": false}
+The request is a JSON object, one :class:`training.request.TrainRequest` (the format is
+described there; every launcher builds that type).
 
 It runs in its own process so the daemon never imports a framework and a crash here cannot
 take the bot down. It logs one JSON object per line to stderr (``train.started``,
@@ -30,116 +27,26 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import structlog
 
-from training.cleaning import DEFAULT_OPTIONS, CleaningOptions
 from training.dataset import DatasetError
-from training.models import MODEL_KINDS, EpochReport
+from training.models import EpochReport
 from training.prepare import prepare
 from training.publish import CheckpointError, Manifest, new_staging_dir, publish
+from training.request import RequestError, TrainRequest
 from training.runs import ResumeError, find_resumable_run, new_run_dir
 
 log = structlog.get_logger(__name__)
 
-_REQUIRED = ("model_kind", "datasets", "checkpoints_dir")
-_KNOWN = (*_REQUIRED, "model_config", "trigger", "weights", "resume", "cleaning")
-
-
-class RequestError(ValueError):
-    """The training request is malformed; the message says which field."""
-
 
 class TrainingStopped(Exception):
     """A stop request came before anything worth publishing; a checkpoint may remain."""
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """A validated request; paths resolved so log lines and errors name real files."""
-
-    model_kind: str
-    datasets: tuple[Path, ...]
-    checkpoints_dir: Path
-    model_config: dict[str, Any]
-    trigger: str | None
-    weights: tuple[float, ...] | None = None
-    resume: bool = False
-    cleaning: CleaningOptions = DEFAULT_OPTIONS
-
-    @classmethod
-    def from_dict(cls, raw: Any) -> TrainRequest:
-        if not isinstance(raw, dict):
-            raise RequestError("request must be a JSON object")
-        missing = [k for k in _REQUIRED if k not in raw]
-        if missing:
-            raise RequestError(f"request is missing {', '.join(missing)}")
-        unknown = sorted(set(raw) - set(_KNOWN))
-        if unknown:
-            # Tolerated: a launcher may tag requests (job ids) without this entry point knowing.
-            log.warning("train.request_unknown_keys", keys=unknown)
-        kind = raw["model_kind"]
-        if kind not in MODEL_KINDS:
-            raise RequestError(
-                f"unknown model_kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}"
-            )
-        datasets = raw["datasets"]
-        if (
-            not isinstance(datasets, list)
-            or not datasets
-            or not all(isinstance(d, str) and d for d in datasets)
-        ):
-            raise RequestError("'datasets' must be a non-empty list of file paths")
-        if not isinstance(raw["checkpoints_dir"], str) or not raw["checkpoints_dir"]:
-            raise RequestError("'checkpoints_dir' must be a path")
-        model_config = raw.get("model_config") or {}
-        if not isinstance(model_config, dict):
-            raise RequestError("'model_config' must be an object")
-        trigger = raw.get("trigger")
-        if trigger is not None and not isinstance(trigger, str):
-            raise RequestError("'trigger' must be a string")
-        weights = raw.get("weights")
-        if weights is not None and (
-            not isinstance(weights, list)
-            or len(weights) != len(datasets)
-            or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
-        ):
-            raise RequestError("'weights' must be a list of numbers, one per dataset")
-        if not isinstance(raw.get("resume", False), bool):
-            raise RequestError("'resume' must be true or false")
-        try:
-            cleaning = CleaningOptions.from_dict(raw.get("cleaning"))
-        except (TypeError, ValueError) as e:
-            raise RequestError(f"'cleaning': {e}") from e
-        return cls(
-            model_kind=kind,
-            datasets=tuple(Path(d).resolve() for d in datasets),
-            checkpoints_dir=Path(raw["checkpoints_dir"]).resolve(),
-            model_config=dict(model_config),
-            trigger=trigger,
-            weights=None if weights is None else tuple(float(w) for w in weights),
-            resume=bool(raw.get("resume", False)),
-            cleaning=cleaning,
-        )
-
-
-def _parse_config(kind: str, raw: dict[str, Any]) -> Any:
-    """The family's typed config; imports nothing heavy so bad input fails fast."""
-    try:
-        if kind == "char_rnn":
-            from training.char_rnn_config import CharRNNConfig
-
-            return CharRNNConfig.from_dict(raw)
-        from training.gpt2 import GPT2Settings
-
-        return GPT2Settings.from_dict(raw)
-    except (TypeError, ValueError) as e:
-        raise RequestError(f"'model_config': {e}") from e
 
 
 def _run_dir(req: TrainRequest, identity: dict[str, Any]) -> tuple[Path, bool]:
@@ -193,7 +100,7 @@ def _fit(req: TrainRequest, config: Any, prepared: Any, run_dir: Path, resume: b
 
 
 def run_training(
-    request: dict[str, Any], *, stop: threading.Event | None = None
+    request: TrainRequest | Mapping[str, Any], *, stop: threading.Event | None = None
 ) -> Manifest | None:
     """Load, clean and split the datasets, train (or resume), then publish a new version.
 
@@ -203,8 +110,10 @@ def run_training(
     """
     from training.trainlog import LOG_NAME, PLOT_NAME, save_plot
 
-    req = TrainRequest.from_dict(request)
-    config = _parse_config(req.model_kind, req.model_config)
+    if not isinstance(request, TrainRequest):
+        request = TrainRequest.from_dict(request)
+    req = request.resolved()
+    config = req.settings()
     prepared = prepare(req.datasets, req.weights, config.val_fraction, req.cleaning)
     identity = {
         "model_kind": req.model_kind,

@@ -53,6 +53,7 @@ from infra.job import Job
 from infra.settings import AwsSettings
 from infra.userdata import UserDataParams, render
 from infra.volume import DataVolume
+from training.request import TrainRequest
 
 log = structlog.get_logger(__name__)
 
@@ -215,15 +216,11 @@ class AwsBackend:
     def _request(self, job: Job) -> dict[str, Any]:
         """The training request in the instance's paths: everything of the job on the volume."""
         job_dir = f"{self.settings.mount_dir}/jobs/{job.id}"
-        return {
-            "model_kind": job.model_kind,
-            "datasets": [f"{job_dir}/datasets/{Path(p).name}" for p in job.datasets],
-            "checkpoints_dir": f"{job_dir}/checkpoints",
-            "model_config": job.model_config,
-            "trigger": job.trigger,
-            "weights": job.weights,
-            "cleaning": job.cleaning,
-        }
+        return TrainRequest.for_job(
+            job,
+            datasets=[f"{job_dir}/datasets/{Path(p).name}" for p in job.datasets],
+            checkpoints_dir=f"{job_dir}/checkpoints",
+        ).to_dict()
 
     def _end_leftovers(self, job: Job) -> None:
         """Instances an earlier, half-finished launch of this job left running."""

@@ -38,7 +38,7 @@ from infra.backends.base import (
 from infra.job import Job
 from infra.redaction import SECRET_ENV_VARS
 from infra.settings import LaunchRetry
-from infra.training_request import TrainingRequest
+from training.request import TrainRequest
 from training.tf_quiet import QUIET_TF_LOG_LEVEL
 
 log = structlog.get_logger(__name__)
@@ -161,15 +161,7 @@ class LocalBackend:
 
     def start(self, job: Job, progress: Progress) -> LocalRun:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        request = TrainingRequest(
-            model_kind=job.model_kind,
-            datasets=job.datasets,
-            checkpoints_dir=str(self.data_dir / "checkpoints"),
-            model_config=job.model_config,
-            trigger=job.trigger,
-            weights=job.weights,
-            cleaning=job.cleaning,
-        )
+        request = TrainRequest.for_job(job, checkpoints_dir=self.data_dir / "checkpoints")
         request_path, log_path = self._paths(job)
         request_path.write_text(request.to_json(), encoding="utf-8")
         command = [sys.executable, *TRAINER, "--request", str(request_path)]
