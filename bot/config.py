@@ -28,7 +28,7 @@ from infra.redaction import X_CREDENTIAL_ENV_VARS
 from infra.settings import AwsSettings
 from training.char_rnn_config import CharRNNConfig
 from training.cleaning import CleaningOptions
-from training.gpt2 import GPT2Settings
+from training.gpt2_config import GPT2Settings
 
 HANDLE_PATTERN = r"^[A-Za-z0-9_]{1,15}$"
 ACCOUNT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

@@ -20,7 +20,7 @@ HEADER = """\
 
 Generated from `bot/config.py` by `parrotbot config-reference`; do not edit by hand.
 The `model.char_rnn` and `model.gpt2` settings are the trainer's own classes
-(`training/char_rnn_config.py`, `training/gpt2.py`), so these limits are the trainer's.
+(`training/char_rnn_config.py`, `training/gpt2_config.py`), so these limits are the trainer's.
 
 One YAML file per bot account. Unknown keys are errors; relative paths are resolved against
 the config file's folder; secrets never go in the file (they come from the environment:

@@ -9,7 +9,7 @@ import pytest
 from bot.config import ConfigError, load_config
 from tests.test_config import VALID, write
 from training.char_rnn_config import CharRNNConfig
-from training.gpt2 import GPT2Settings
+from training.gpt2_config import GPT2Settings
 
 
 def test_gpt2_is_a_model_kind_and_its_settings_are_the_trainers(tmp_path: Path) -> None:

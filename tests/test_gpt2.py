@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.training_data import TINY_GPT2, sample_texts
-from training.gpt2 import GPT2, WEIGHTS_FILE, GPT2Settings
+from training.gpt2 import GPT2, WEIGHTS_FILE
+from training.gpt2_config import GPT2Settings
 from training.gpt2_train import (
     EvalReport,
     FitResult,

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 
 from training import distributed as dist
 from training.files import atomic_write
-from training.gpt2 import GPT2, GPT2Settings, build
+from training.gpt2 import GPT2, build
+from training.gpt2_config import GPT2Settings
 from training.packing import IGNORE, Blocks, encode_tweets, pack
 from training.runs import (
     checkpoint_path,

@@ -161,7 +161,7 @@ class TrainRequest(BaseModel):
                 from training.char_rnn_config import CharRNNConfig
 
                 return CharRNNConfig.from_dict(self.model_settings)
-            from training.gpt2 import GPT2Settings
+            from training.gpt2_config import GPT2Settings
 
             return GPT2Settings.from_dict(self.model_settings)
         except (TypeError, ValueError) as exc:

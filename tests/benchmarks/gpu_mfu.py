@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from training.gpt2 import GPT2Settings
+    from training.gpt2_config import GPT2Settings
     from training.gpt2_train import make_optimizer, token_loss, train_step
 
     device = torch.device(args.device)

@@ -68,7 +68,7 @@ def bench_gpt2(size: str, scale: float, work: Path) -> dict[str, Any]:
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     from tests.benchmarks.gpt2_recipes import concatenated_blocks, evaluator, run_recipe
-    from training.gpt2 import GPT2Settings
+    from training.gpt2_config import GPT2Settings
     from training.gpt2_train import EvalReport, fit, resolve_device_and_dtype
     from training.packing import encode_tweets, pack, train_tokenizer
 

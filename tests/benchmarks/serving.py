@@ -151,7 +151,8 @@ def bench_generation_gpt2(
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-    from training.gpt2 import GPT2, GPT2Settings
+    from training.gpt2 import GPT2
+    from training.gpt2_config import GPT2Settings
     from training.packing import train_tokenizer
 
     torch.set_num_threads(threads)  # the same for both sides
