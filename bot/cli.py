@@ -452,6 +452,7 @@ def train(
         trigger="cli",
         weights=tuple(weight_of.get(handle, 1.0) for handle in profile),
         resume=resume,
+        cleaning=settings.cleaning,  # as a queued job trains, and as the daemon's novelty index
     )
     stop = StopRequest()
     restore_signals = install_signal_handlers(stop)

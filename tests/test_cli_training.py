@@ -83,3 +83,15 @@ def test_help_lists_the_training_commands() -> None:
     result = runner.invoke(app, ["--help"])
     for command in ("train", "generate", "plot"):
         assert command in result.output
+
+
+def test_train_cleans_with_the_configs_cleaning(write_config) -> None:
+    """`parrotbot train` cleans as a queued job does: with the config's `cleaning` section."""
+    config = write_config(cleaning={"min_chars": 100_000})  # no saying is this long
+    data_dir = Path(yaml.safe_load(config.read_text())["data_dir"])
+    (data_dir / "datasets").mkdir(parents=True)
+    shutil.copyfile(SAMPLE, data_dir / "datasets" / "poorrichard.jsonl")
+    result = runner.invoke(app, ["train", "--profile", "poorrichard", "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "cannot train" in result.stderr and "no non-empty tweets to train on" in result.stderr
+    assert not (data_dir / "checkpoints" / "char_rnn").exists()
