@@ -365,8 +365,8 @@ def jobs(
     Console(width=160).print(table)
 
 
-def _cloud_or_exit(config: Path):  # -> infra.cloud.Cloud
-    from infra.cloud import Cloud
+def _cloud_or_exit(config: Path):  # -> infra.aws.cloud.Cloud
+    from infra.aws.cloud import Cloud
 
     settings = _load_or_exit(config)
     if settings.training.aws is None:
@@ -378,7 +378,7 @@ def _cloud_or_exit(config: Path):  # -> infra.cloud.Cloud
 @infra_app.command("setup")
 def infra_setup(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Create (idempotently) the role, policy, profile, bucket, data volume and template."""
-    from infra.setup import setup
+    from infra.aws.setup import setup
 
     for line in setup(_cloud_or_exit(config)):
         typer.echo(line)
@@ -390,7 +390,7 @@ def infra_teardown(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask: the data goes too.")] = False,
 ) -> None:
     """Remove everything setup made, the bucket's contents and the data volume included."""
-    from infra.setup import teardown
+    from infra.aws.setup import teardown
 
     cloud = _cloud_or_exit(config)
     if not yes:
@@ -402,7 +402,7 @@ def infra_teardown(
 @infra_app.command("gc")
 def infra_gc(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Remove strays (instances, fleets, volumes, snapshots) no job in flight uses."""
-    from infra.gc import collect
+    from infra.aws.gc import collect
     from infra.job import JobState
 
     cloud = _cloud_or_exit(config)

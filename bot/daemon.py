@@ -320,7 +320,7 @@ class Daemon:
         aws = self.config.training.aws
         if self.config.training.backend != "aws" or aws is None:
             return None
-        from infra.exchange import S3Exchange
+        from infra.aws.exchange import S3Exchange
 
         return S3Exchange(aws, self.config.account)
 

@@ -68,7 +68,7 @@ class BotJobs:
     service: GenerationService
     watcher: CheckpointWatcher
     triggers: RetrainTriggers
-    # infra.exchange.S3Exchange with the aws backend: pulls finished versions from S3.
+    # infra.aws.exchange.S3Exchange with the aws backend: pulls finished versions from S3.
     exchange: Any = None
     # The poster lease's token: intents to post are recorded only while it holds.
     fence: Fence | None = None

@@ -32,16 +32,17 @@ from typing import Any
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
-from infra.backends.base import (
-    LaunchError,
-    Outcome,
-    OutcomeKind,
-    Progress,
-    current_dataset_hash,
+from infra.aws.cloud import (
+    GONE_STATES,
+    TAG_FLEET,
+    TAG_JOB,
+    TAG_VOLUME,
+    Cloud,
+    aws_error,
+    is_transient,
 )
-from infra.cloud import GONE_STATES, TAG_FLEET, TAG_JOB, TAG_VOLUME, Cloud, aws_error, is_transient
-from infra.exchange import S3Exchange
-from infra.fleet import (
+from infra.aws.exchange import S3Exchange
+from infra.aws.fleet import (
     Fleets,
     InstanceNotVisible,
     after_launch,
@@ -49,10 +50,17 @@ from infra.fleet import (
     instance_not_listed,
     left_running,
 )
+from infra.aws.userdata import UserDataParams, render
+from infra.aws.volume import DataVolume
+from infra.backends.base import (
+    LaunchError,
+    Outcome,
+    OutcomeKind,
+    Progress,
+    current_dataset_hash,
+)
 from infra.job import Job
 from infra.settings import AwsSettings
-from infra.userdata import UserDataParams, render
-from infra.volume import DataVolume
 from training.request import TrainRequest
 
 log = structlog.get_logger(__name__)

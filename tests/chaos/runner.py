@@ -281,7 +281,7 @@ class Run:
 
     # --- spot training -------------------------------------------------------------------
     def _running(self, job_id: str, attempt: int) -> Job | None:
-        from infra.cloud import TAG_VOLUME, tag_value
+        from infra.aws.cloud import TAG_VOLUME, tag_value
 
         def ready() -> Job | None:
             job = self.queue.get(job_id)

@@ -153,9 +153,9 @@ class World:
             os.environ.pop(name, None)
         import boto3
 
-        from infra.cloud import Cloud
+        from infra.aws.cloud import Cloud
+        from infra.aws.setup import setup
         from infra.settings import AwsSettings
-        from infra.setup import setup
 
         ec2 = boto3.client("ec2", region_name=REGION)
         images = ec2.describe_images(Owners=["amazon"])["Images"]
@@ -213,7 +213,7 @@ class World:
 
     def cloud_exchange(self) -> Any:
         """The S3 side of spot training, as the launcher and the daemons see it."""
-        from infra.exchange import S3Exchange
+        from infra.aws.exchange import S3Exchange
 
         return S3Exchange(self.cloud.settings, self.account, self.cloud)
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from infra.cloud import Cloud
+from infra.aws.cloud import Cloud
 from infra.settings import AwsSettings
 from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import MOTO_SERVER, REGION, aws_settings_data, free_port

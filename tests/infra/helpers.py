@@ -6,7 +6,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from infra.cloud import Cloud
+from infra.aws.cloud import Cloud
 
 REGION = "us-east-1"
 # moto.server, with the bucket policy's TLS condition judged as AWS judges it (see the file).

@@ -18,16 +18,16 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
+from infra.aws.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
+from infra.aws.exchange import S3Exchange
+from infra.aws.fleet import Fleets
+from infra.aws.setup import setup
 from infra.backends.aws import AwsBackend
 from infra.backends.base import TransientLaunchError
-from infra.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
-from infra.exchange import S3Exchange
-from infra.fleet import Fleets
 from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue
 from infra.settings import AwsSettings
-from infra.setup import setup
 from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import (
     aws_settings_data,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import redis
 
-from infra.cloud import Cloud
+from infra.aws.cloud import Cloud
+from infra.aws.setup import setup
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
-from infra.setup import setup
 from tests.daemon_process import DaemonProcess
 from tests.infra.helpers import aws_settings_data, live_instances
 from tests.infra.test_aws_backend import act_as_instance

@@ -19,10 +19,10 @@ from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
-from infra.cloud import Cloud, is_transient
-from infra.exchange import S3Exchange, training_code_archive
+from infra.aws.cloud import Cloud, is_transient
+from infra.aws.exchange import S3Exchange, training_code_archive
+from infra.aws.setup import setup
 from infra.settings import DownloadRetry
-from infra.setup import setup
 from tests.infra.aws_faults import AwsFaults
 from tests.infra.helpers import latest_version, publish_to_s3
 from training.publish import list_versions, read_latest

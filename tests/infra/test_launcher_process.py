@@ -14,10 +14,10 @@ import yaml
 from typer.testing import CliRunner
 
 from bot.cli import app
-from infra.cloud import TAG_JOB, Cloud
+from infra.aws.cloud import TAG_JOB, Cloud
+from infra.aws.setup import setup
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
-from infra.setup import setup
 from tests.daemon_process import parse_events, wait_until
 from tests.infra.helpers import aws_settings_data, live_instances
 from tests.infra.test_aws_backend import act_as_instance

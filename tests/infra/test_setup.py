@@ -13,10 +13,10 @@ from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
 from bot.cli import app
-from infra.cloud import Cloud
-from infra.exchange import S3Exchange
-from infra.gc import collect
-from infra.setup import POLICY_NAME, setup, teardown
+from infra.aws.cloud import Cloud
+from infra.aws.exchange import S3Exchange
+from infra.aws.gc import collect
+from infra.aws.setup import POLICY_NAME, setup, teardown
 from tests.infra.helpers import latest_version, live_instances, publish_to_s3
 
 
@@ -184,7 +184,7 @@ def test_teardown_leaves_nothing(cloud: Cloud) -> None:
 
 def test_gc_removes_strays_but_not_the_data_volume_or_busy_jobs(cloud: Cloud) -> None:
     setup(cloud)
-    from infra.fleet import Fleets
+    from infra.aws.fleet import Fleets
 
     fleets = Fleets(cloud)
     template = cloud.settings.resource_name(cloud.account, "trainer")

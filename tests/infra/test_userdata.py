@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.userdata import UserDataParams, render
+from infra.aws.userdata import UserDataParams, render
 from tests.daemon_process import wait_until
 
 VOLUME_ID = "vol-0123456789abcdef0"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from infra.cloud import ROLE_DATA, ROLE_RELOCATING, TAG_ROLE, Cloud
-from infra.volume import DataVolume
+from infra.aws.cloud import ROLE_DATA, ROLE_RELOCATING, TAG_ROLE, Cloud
+from infra.aws.volume import DataVolume
 
 
 def data_holders(cloud: Cloud) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Render the instance's user-data from `infra/templates/userdata.sh` for one job attempt.
+"""Render the instance's user-data from `infra/aws/templates/userdata.sh` for one job attempt.
 
 Only the parameter block is generated, one shell-quoted assignment per value, so nothing from
 the config or the job can break out of its quotes; the rest of the script is fixed text that
@@ -73,7 +73,7 @@ def render(params: UserDataParams) -> str:
     lines = [f"{name}={shlex.quote(value)}" for name, value in values.items()]
     commands = " ".join(shlex.quote(command) for command in params.bootstrap)
     lines.append(f"BOOTSTRAP=({commands})")
-    template = resources.files("infra.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    template = resources.files("infra.aws.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
     script = template.replace(MARKER, "\n".join(lines))
     if len(script.encode()) > MAX_BYTES:
         raise ValueError(f"user-data is {len(script.encode())} bytes; EC2 allows {MAX_BYTES}")

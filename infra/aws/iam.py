@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.cloud import TAG_ACCOUNT
+from infra.aws.cloud import TAG_ACCOUNT
 from infra.settings import AwsSettings
 
 TRUST_POLICY = {

@@ -15,10 +15,10 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from infra.cloud import GONE_STATES, Cloud
-from infra.fleet import Fleets, launch_template_data
-from infra.iam import TRUST_POLICY, as_json, trainer_policy
-from infra.volume import DataVolume
+from infra.aws.cloud import GONE_STATES, Cloud
+from infra.aws.fleet import Fleets, launch_template_data
+from infra.aws.iam import TRUST_POLICY, as_json, trainer_policy
+from infra.aws.volume import DataVolume
 
 log = structlog.get_logger(__name__)
 

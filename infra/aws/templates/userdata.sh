@@ -1,6 +1,6 @@
 #!/bin/bash
 # parrotbot spot trainer: runs one attempt of one retrain job, then ends the instance.
-# Rendered by infra/userdata.py. It holds no secrets: the instance role grants what it needs.
+# Rendered by infra/aws/userdata.py. It holds no secrets: the instance role grants what it needs.
 #
 #  0. Schedule a shutdown (a termination, by the launch template) for when the job's max run
 #     time and a margin are over: the instance ends even if this script, the launcher and

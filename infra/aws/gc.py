@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import structlog
 
-from infra.cloud import (
+from infra.aws.cloud import (
     GONE_STATES,
     ROLE_RELOCATING,
     ROLE_SNAPSHOT,
@@ -20,8 +20,8 @@ from infra.cloud import (
     Cloud,
     tag_value,
 )
-from infra.fleet import Fleets
-from infra.setup import Report
+from infra.aws.fleet import Fleets
+from infra.aws.setup import Report
 
 log = structlog.get_logger(__name__)
 

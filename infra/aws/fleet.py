@@ -27,8 +27,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from infra.aws.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, aws_error, is_transient
 from infra.backends.base import LaunchError, TransientLaunchError
-from infra.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, aws_error, is_transient
 
 log = structlog.get_logger(__name__)
 

@@ -53,7 +53,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from infra.cloud import Cloud, is_transient
+from infra.aws.cloud import Cloud, is_transient
 from infra.settings import AwsSettings
 
 log = structlog.get_logger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from infra.cloud import ROLE_DATA, ROLE_RELOCATING, ROLE_SNAPSHOT, TAG_ROLE, Cloud
+from infra.aws.cloud import ROLE_DATA, ROLE_RELOCATING, ROLE_SNAPSHOT, TAG_ROLE, Cloud
 
 log = structlog.get_logger(__name__)
 
