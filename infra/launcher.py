@@ -36,7 +36,7 @@ from typing import Any
 import redis
 import structlog
 
-from infra.backends.base import (
+from infra.backend import (
     Backend,
     LaunchError,
     Outcome,

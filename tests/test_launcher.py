@@ -20,7 +20,7 @@ from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.state import BotState
-from infra.backends.base import LaunchError, Outcome, OutcomeKind, TransientLaunchError
+from infra.backend import LaunchError, Outcome, OutcomeKind, TransientLaunchError
 from infra.backends.local import LocalBackend
 from infra.job import Job, JobState
 from infra.launcher import Launcher

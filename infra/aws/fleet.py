@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from infra.aws.cloud import ROLE_TRAINER, TAG_JOB, TRANSIENT_CODES, Cloud, aws_error, is_transient
-from infra.backends.base import LaunchError, TransientLaunchError
+from infra.backend import LaunchError, TransientLaunchError
 
 log = structlog.get_logger(__name__)
 

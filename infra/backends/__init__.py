@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from infra.backends.base import Backend
+    from infra.backend import Backend
     from infra.settings import AwsSettings
 
 

@@ -52,7 +52,7 @@ from infra.aws.fleet import (
 )
 from infra.aws.userdata import UserDataParams, render
 from infra.aws.volume import DataVolume
-from infra.backends.base import (
+from infra.backend import (
     LaunchError,
     Outcome,
     OutcomeKind,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import structlog
 
-from infra.backends.base import (
+from infra.backend import (
     LaunchError,
     Outcome,
     OutcomeKind,

@@ -22,8 +22,8 @@ from infra.aws.cloud import TAG_JOB, TAG_VOLUME, Cloud, tag_value
 from infra.aws.exchange import S3Exchange
 from infra.aws.fleet import Fleets
 from infra.aws.setup import setup
+from infra.backend import TransientLaunchError
 from infra.backends.aws import AwsBackend
-from infra.backends.base import TransientLaunchError
 from infra.job import Job, JobState
 from infra.launcher import Launcher
 from infra.retrain_queue import RetrainQueue

@@ -3,6 +3,11 @@
 A backend starts (or adopts) one attempt of a job; the attempt is polled until it has an
 `Outcome`. The launcher owns the queue, the states and the clock (max run time); backends own
 processes, instances and volumes, and leave nothing running once `cleanup()` returns.
+
+It sits beside the launcher, not in `infra/backends/`, because both sides of the interface use
+it: the launcher, the backends, and the AWS code below the aws backend (`infra/aws/fleet.py`
+raises the launch errors). Inside `backends/` it made that package and `infra/aws/` import
+each other.
 """
 
 from __future__ import annotations
