@@ -365,22 +365,26 @@ def jobs(
     Console(width=160).print(table)
 
 
-def _cloud_or_exit(config: Path):  # -> infra.aws.cloud.Cloud
-    from infra.aws.cloud import Cloud
+def _aws_or_exit(config: Path):  # -> (BotConfig, infra.settings.AwsSettings)
+    """The config and its `training.aws`, which every `parrotbot infra` command needs.
 
+    The commands reach AWS only through infra.backends (the bot's door to backend code, see
+    pyproject's import contracts), so boto3 loads only when one of them runs.
+    """
     settings = _load_or_exit(config)
     if settings.training.aws is None:
         typer.echo(f"{config}: training.aws is not set", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG)
-    return Cloud(settings.training.aws, settings.account)
+    return settings, settings.training.aws
 
 
 @infra_app.command("setup")
 def infra_setup(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Create (idempotently) the role, policy, profile, bucket, data volume and template."""
-    from infra.aws.setup import setup
+    from infra.backends import aws_setup
 
-    for line in setup(_cloud_or_exit(config)):
+    settings, aws = _aws_or_exit(config)
+    for line in aws_setup(aws, settings.account):
         typer.echo(line)
 
 
@@ -390,26 +394,26 @@ def infra_teardown(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask: the data goes too.")] = False,
 ) -> None:
     """Remove everything setup made, the bucket's contents and the data volume included."""
-    from infra.aws.setup import teardown
+    from infra.backends import aws_teardown
 
-    cloud = _cloud_or_exit(config)
+    settings, aws = _aws_or_exit(config)
     if not yes:
-        typer.confirm(f"Delete all AWS resources of account {cloud.account}?", abort=True)
-    for line in teardown(cloud):
+        typer.confirm(f"Delete all AWS resources of account {settings.account}?", abort=True)
+    for line in aws_teardown(aws, settings.account):
         typer.echo(line)
 
 
 @infra_app.command("gc")
 def infra_gc(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Remove strays (instances, fleets, volumes, snapshots) no job in flight uses."""
-    from infra.aws.gc import collect
+    from infra.backends import aws_gc
     from infra.job import JobState
 
-    cloud = _cloud_or_exit(config)
-    queue = _queue(_load_or_exit(config))
+    settings, aws = _aws_or_exit(config)
+    queue = _queue(settings)
     busy = set(queue.ids_in_state(JobState.LAUNCHING)) | set(queue.ids_in_state(JobState.RUNNING))
     busy |= set(queue.ids_in_state(JobState.QUEUED))  # a requeued job keeps its volume moves
-    report = collect(cloud, busy)
+    report = aws_gc(aws, settings.account, busy)
     for line in report or ["nothing to collect"]:
         typer.echo(line)
 

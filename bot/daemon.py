@@ -316,13 +316,11 @@ class Daemon:
         log.info("config.applied", retrain_request=new.training.retrain_request)
 
     def _build_exchange(self) -> Any:
-        """With spot training, finished versions reach this host through S3."""
-        aws = self.config.training.aws
-        if self.config.training.backend != "aws" or aws is None:
-            return None
-        from infra.aws.exchange import S3Exchange
+        """With spot training, finished versions reach this host through S3 (None locally)."""
+        from infra.backends import build_exchange
 
-        return S3Exchange(aws, self.config.account)
+        training = self.config.training
+        return build_exchange(training.backend, account=self.config.account, aws=training.aws)
 
     def _start_health_server(self) -> HealthServer | None:
         settings = self.config.health
