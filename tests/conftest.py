@@ -23,6 +23,9 @@ from tests.support.configs import (
     x_config_data,
 )
 
+# The moto_server fixtures, for the infra suites and the real-process ones that use AWS.
+pytest_plugins = ("tests.support.aws_fixtures",)
+
 # Nothing in the tests may reach a model hub: tiny configs and locally trained tokenizers only.
 # Set here so it also reaches the trainer subprocesses the tests start.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -101,7 +104,7 @@ def trained_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def emulator():
     """A fresh X API v2 emulator on loopback; the bot's account holds the test credentials."""
-    from tests.x_emulator import XEmulator
+    from tests.support.x_emulator import XEmulator
 
     server = XEmulator().start()
     server.bot = server.add_user("parrotbot", access_token=X_SECRETS["ACCESS_TOKEN"])

@@ -45,7 +45,7 @@ TARGET_SECONDS = 10.0
 
 def write_archive(path: Path, tweets: int) -> int:
     """A deflated X export of `tweets` tweets at `path`; returns the tweets.js size in bytes."""
-    from tests.test_archive import generated, tweets_js
+    from tests.bot.test_archive import generated, tweets_js
 
     text = tweets_js(generated(0, tweets)).encode("utf-8")
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:

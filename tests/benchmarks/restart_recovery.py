@@ -103,7 +103,7 @@ class Bot:
         self.log_path = log_path
 
     def events(self) -> list[dict[str, Any]]:
-        from tests.daemon_process import parse_events
+        from tests.support.daemon_process import parse_events
 
         return parse_events(self.log_path.read_text(errors="replace"))
 

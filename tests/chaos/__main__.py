@@ -28,7 +28,7 @@ from tests.chaos import report
 from tests.chaos.accounting import must_be_zero, recovery_times, scan_logs
 from tests.chaos.runner import Run
 from tests.chaos.world import SECRETS, Settings, World
-from tests.x_emulator import CREATE
+from tests.support.x_emulator import CREATE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

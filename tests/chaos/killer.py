@@ -23,7 +23,7 @@ import redis
 import structlog
 
 from tests.chaos.processes import Daemon, DaemonPool
-from tests.x_emulator import CREATE, MENTIONS, TIMELINE, Request
+from tests.support.x_emulator import CREATE, MENTIONS, TIMELINE, Request
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ from typing import Any
 import redis
 import structlog
 
-from tests.daemon_process import DaemonProcess, parse_events, wait_until
-from tests.infra.helpers import MOTO_SERVER
+from tests.support.aws import MOTO_SERVER
+from tests.support.daemon_process import DaemonProcess, parse_events, wait_until
+from tests.support.network import free_port
 
 log = structlog.get_logger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _pings(client: redis.Redis) -> bool:

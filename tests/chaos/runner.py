@@ -28,9 +28,9 @@ from tests.chaos.accounting import BotReply, Verdict, judge
 from tests.chaos.killer import Killer
 from tests.chaos.processes import http_health
 from tests.chaos.world import World
-from tests.daemon_process import DaemonProcess, wait_until
-from tests.infra.helpers import publish_to_s3
-from tests.x_emulator import CREATE, MENTIONS, TIMELINE, Fault
+from tests.support.aws import publish_to_s3
+from tests.support.daemon_process import DaemonProcess, wait_until
+from tests.support.x_emulator import CREATE, MENTIONS, TIMELINE, Fault
 
 log = structlog.get_logger(__name__)
 

@@ -23,9 +23,9 @@ import yaml
 
 from tests.chaos.accounting import Mention
 from tests.chaos.processes import DaemonPool, Launcher, MotoServer, RedisServer
-from tests.infra.helpers import REGION, aws_settings_data
+from tests.support.aws import REGION, aws_settings_data
 from tests.support.configs import SAMPLE_TIMELINE, X_SECRETS, x_config_data
-from tests.x_emulator import CREATE, XEmulator
+from tests.support.x_emulator import CREATE, XEmulator
 
 log = structlog.get_logger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import ConfigError, load_config
 from infra.settings import DownloadRetry, LaunchRetry
-from tests.test_config import VALID, write
+from tests.support.configs import VALID, write_config_text
 
 AWS = """\
 training:
@@ -22,7 +22,7 @@ training:
 def test_the_defaults_wait_for_capacity_for_hours_and_retry_downloads_briefly(
     tmp_path: Path,
 ) -> None:
-    aws = load_config(write(tmp_path, VALID + AWS)).training.aws
+    aws = load_config(write_config_text(tmp_path, VALID + AWS)).training.aws
     assert aws is not None
     assert aws.launch_retry == LaunchRetry(
         first_seconds=60, max_seconds=900, give_up_seconds=12 * 3600
@@ -34,7 +34,7 @@ def test_the_defaults_wait_for_capacity_for_hours_and_retry_downloads_briefly(
 
 def test_launch_retry_settings_are_read(tmp_path: Path) -> None:
     text = VALID + AWS + "    launch_retry:\n      first_seconds: 5\n      give_up_seconds: 0\n"
-    retry = load_config(write(tmp_path, text)).training.aws.launch_retry
+    retry = load_config(write_config_text(tmp_path, text)).training.aws.launch_retry
     assert retry.first_seconds == 5 and retry.max_seconds == 900 and retry.give_up_seconds == 0
 
 
@@ -69,5 +69,5 @@ def test_launch_retry_settings_are_read(tmp_path: Path) -> None:
 )
 def test_bad_retry_settings_name_the_field(tmp_path: Path, block: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config(write(tmp_path, VALID + AWS + block))
+        load_config(write_config_text(tmp_path, VALID + AWS + block))
     assert any(expected in problem for problem in caught.value.problems), caught.value.problems

@@ -74,3 +74,21 @@ def x_config_data(data_dir: Path, account: str, redis_url: str, api_base_url: st
     }
     data["replies"] = {"author_cooldown_seconds": 0, "reconcile_grace_seconds": 0}
     return data
+
+
+# A minimal valid config, for tests that parse configs.
+VALID = """\
+account: demo
+data_dir: ./volume
+targets:
+  - poorrichard
+schedule:
+  post_every_seconds: 60
+"""
+
+
+def write_config_text(tmp_path: Path, text: str) -> Path:
+    """`text` as `tmp_path/bot.yaml`: for tests of config parsing."""
+    path = tmp_path / "bot.yaml"
+    path.write_text(text)
+    return path
