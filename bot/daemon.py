@@ -22,7 +22,6 @@ import structlog
 from prometheus_client import REGISTRY
 
 from bot import jobs, metrics
-from bot.budgets import Budgets
 from bot.config import BotConfig, ConfigError, load_config
 from bot.generation import GenerationService
 from bot.health import Health, HealthServer
@@ -30,6 +29,7 @@ from bot.hotload import CheckpointWatcher
 from bot.instance_lock import LOCK_FILE_NAME, InstanceLock
 from bot.lease import Lease
 from bot.platform.base import Platform, PlatformError
+from bot.platform.budgets import Budgets
 from bot.platform.local import LocalPlatform
 from bot.posting import post_cadence_start
 from bot.redis_checks import check_redis_durability

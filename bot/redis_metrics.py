@@ -15,7 +15,7 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bot.budgets import Budgets
+from bot.platform.budgets import Budgets
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
 

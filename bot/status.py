@@ -112,7 +112,7 @@ def _reply_records(state: BotState) -> dict[str, int]:
 
 def _x_budget(config: BotConfig, state: BotState) -> dict[str, Any]:
     """Caps, writes left today and estimated X spend (pay-per-use prices from the config)."""
-    from bot.budgets import Budgets
+    from bot.platform.budgets import Budgets
 
     x = config.platform.x
     budgets = Budgets(state.redis, state.keys, x.budgets, x.prices)

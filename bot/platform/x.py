@@ -21,9 +21,9 @@ from typing import Any
 
 import structlog
 
-from bot.budgets import Spend
 from bot.config import BotConfig, Secrets
 from bot.platform.base import NotFound, Tweet, User, tweet_id_key
+from bot.platform.budgets import Spend
 from bot.platform.local import LocalPlatform
 from bot.platform.x_api import XApi
 from bot.state import BotState

@@ -2,8 +2,8 @@
 
 Every X call the bot makes goes through `XApi.read` or `XApi.write`:
 
-- the budget is reserved in Redis before the call (`bot.budgets`), given back when X refused
-  the call or a read returned fewer posts than reserved;
+- the budget is reserved in Redis before the call (`bot.platform.budgets`), given back when X
+  refused the call or a read returned fewer posts than reserved;
 - the rate-limit gate and the timeout sit in the session (`x_session.XSession`);
 - reads retry 5xx and network errors with exponential backoff and jitter (tenacity); writes
   never retry: a write whose answer was lost raises `OutcomeUnknown` and is reconciled by the
@@ -30,7 +30,6 @@ from tenacity import (
     wait_random,
 )
 
-from bot.budgets import Budgets, Spend
 from bot.config import PlatformConfig, Secrets
 from bot.logging import redact
 from bot.platform.base import (
@@ -44,8 +43,9 @@ from bot.platform.base import (
     ReplyNotAllowed,
     ServerError,
 )
+from bot.platform.budgets import Budgets, Spend
+from bot.platform.ratelimits import DEFAULT_WAIT_SECONDS, RateLimitGate
 from bot.platform.x_session import XSession
-from bot.ratelimits import DEFAULT_WAIT_SECONDS, RateLimitGate
 from bot.state import BotState
 
 log = structlog.get_logger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from bot import metrics
-from bot.ratelimits import DEFAULT_WAIT_SECONDS, RateLimitGate
+from bot.platform.ratelimits import DEFAULT_WAIT_SECONDS, RateLimitGate
 
 # The hosts tweepy builds its URLs on (older releases say api.twitter.com).
 TWEEPY_HOSTS = ("https://api.twitter.com", "https://api.x.com")

@@ -6,10 +6,10 @@ import pytest
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-from bot.budgets import Budgets, Spend
 from bot.config import XBudgetsConfig, XPricesConfig
 from bot.keys import Keys
 from bot.platform.base import RateLimited
+from bot.platform.budgets import Budgets, Spend
 from bot.platform.x_session import endpoint_name
 from bot.redis_metrics import RedisStateCollector
 from infra.retrain_queue import RetrainQueue

@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 import yaml
 
-from bot.budgets import Budgets
 from bot.config import load_config
 from bot.keys import Keys
+from bot.platform.budgets import Budgets
 from infra.job import Job, JobState
 from infra.retrain_queue import RetrainQueue
 from tests.chaos import checkpoints

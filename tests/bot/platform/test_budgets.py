@@ -12,14 +12,14 @@ import pytest
 import redis
 import yaml
 
-from bot.budgets import Budgets, Spend
 from bot.config import XBudgetsConfig, XPricesConfig
 from bot.keys import Keys
 from bot.platform.base import BudgetExhausted
+from bot.platform.budgets import Budgets, Spend
 from tests.support.configs import X_SECRETS, x_config_data
 from tests.support.x_emulator import CREATE
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def budgets(redis_client: redis.Redis, account: str, **caps: int | None) -> Budgets:
@@ -95,9 +95,9 @@ def test_two_processes_for_one_account_never_post_beyond_the_daily_budget(
 
 
 def test_spend_this_month_adds_up_the_days(redis_client, account: str) -> None:
-    from bot.budgets import Budgets, Spend
     from bot.config import XBudgetsConfig, XPricesConfig
     from bot.keys import Keys
+    from bot.platform.budgets import Budgets, Spend
 
     budgets = Budgets(redis_client, Keys(account), XBudgetsConfig(), XPricesConfig(post=0.015))
     budgets.reserve(Spend.POST)
