@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 RESTART_FIELDS = ("account", "redis_url", "data_dir", "platform", "model", "logging", "health")
 # How long running jobs get to finish after a stop signal, and the trainer after them.
 JOB_DRAIN_SECONDS = 5.0
+# How soon the main thread sees a stop signal that another thread received.
+STOP_POLL_SECONDS = 0.25
 TRAINER_STOP_SECONDS = 3.0
 
 
@@ -154,6 +156,18 @@ class Daemon:
         if remaining_ms is not None:
             log.info("lease.taken_over", dead_instance=dead, remaining_ms=remaining_ms)
 
+    def _wait_for_stop(self, seconds: float) -> None:
+        """Sleep until the next lease round, waking within STOP_POLL_SECONDS of a stop.
+
+        In short waits, not one `Event.wait(seconds)`: the kernel may hand SIGTERM to any
+        thread (a scheduler worker, the health server), and Python runs the handler, which
+        sets the event, only when the main thread next wakes. One long wait then held a stop
+        back for up to a third of the lease TTL (20 s with a 60 s TTL).
+        """
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.stop_event.wait(min(left, STOP_POLL_SECONDS))
+
     def _keep_lease(self, ttl: int) -> None:
         last_renewed = 0.0
         waiting_logged = False
@@ -179,7 +193,13 @@ class Daemon:
                 if self._scheduler is not None and time.monotonic() - last_renewed > ttl:
                     log.warning("lease.expired", reason="redis unreachable for longer than ttl")
                     self._step_down()
-            self.stop_event.wait(ttl / 3)
+            self._wait_for_stop(ttl / 3)
+
+    def _report_worker(self) -> None:
+        """Record this daemon's model worker in Redis, for `status` on any host."""
+        stats = self.service.worker_stats()
+        record = None if stats is None else {**asdict(stats), "host": socket.gethostname()}
+        self.state.record_worker(self.instance_id, record)
 
     def _become_leader(self) -> None:
         log.info("lease.acquired", instance=self.instance_id)

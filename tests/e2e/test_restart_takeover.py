@@ -8,6 +8,7 @@ so from Redis itself (the takeover script returns that lease's PTTL when it repl
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -121,3 +122,21 @@ def test_a_standby_on_the_same_volume_stays_standby_while_the_holder_lives(
     assert taken and taken[0]["dead_instance"] == active_id and taken[0]["remaining_ms"] > 0
     assert redis_client.get(lease_key) == standby.wait_for("daemon.starting")["instance"]
     assert standby.stop() == 0
+
+
+def test_a_sigterm_taken_by_another_thread_still_stops_the_daemon_promptly(
+    config: Path, daemons
+) -> None:
+    """The kernel may deliver SIGTERM to any thread; the daemon must not sleep through it.
+
+    Sent to one of the daemon's other threads by its thread id (Linux then delivers the
+    process-wide signal to that thread), it reached the main thread only when its wait for
+    the next lease round ended: up to 20 s with this config's 60 s TTL.
+    """
+    daemon = daemons(config, "leader")
+    daemon.wait_for("lease.acquired", timeout=120)
+    pid = daemon.process.pid
+    others = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir() if int(t.name) != pid]
+    assert others, "the leader runs scheduler and health threads"
+    os.kill(others[0], signal.SIGTERM)
+    assert daemon.process.wait(timeout=5) == 0
