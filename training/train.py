@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from training.child_process import configure_logging
 from training.dataset import DatasetError
 from training.models import EpochReport
 from training.prepare import prepare
@@ -179,19 +180,6 @@ def run_training(
         run_dir=str(run_dir),
     )
     return manifest
-
-
-def configure_logging() -> None:
-    """JSON lines on stderr: the launcher parses them, and stdout stays free."""
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
 
 
 class StopRequest(threading.Event):

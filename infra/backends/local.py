@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
@@ -36,31 +35,13 @@ from infra.backend import (
     tail_lines,
 )
 from infra.job import Job
-from infra.redaction import SECRET_ENV_VARS
 from infra.settings import LaunchRetry
+from training.child_process import framework_environment
 from training.request import TrainRequest
-from training.tf_quiet import QUIET_TF_LOG_LEVEL
 
 log = structlog.get_logger(__name__)
 
 TRAINER = ("-m", "training.train")
-# What a trainer may inherit from the daemon's environment: the OS basics, Python's own, and
-# the ML runtimes' knobs (threads, devices, offline hubs, distributed ranks). Nothing else: the
-# trainer runs code and data the daemon did not write, and needs no X, AWS or Redis access.
-_TRAINER_ENV_NAMES = frozenset(
-    {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR"}
-    | {"TEMP", "TMP", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR"}
-    | {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"}
-    | {"WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
-)
-_TRAINER_ENV_PREFIXES = (
-    "LC_", "PYTHON", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "KMP_", "TF_", "XLA_",
-    "TORCH", "NCCL_", "HF_", "TRANSFORMERS_", "KERAS_", "XDG_",
-)  # fmt: skip
-# Even under an allowed prefix (HF_TOKEN, a TF_… password): a name that says secret stays out.
-_SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "KEY")
-
-
 class LocalRun:
     """One trainer process: a child we started, or (adopted) a pid a dead launcher left."""
 
@@ -180,7 +161,7 @@ class LocalBackend:
                     # Its own process group: a Ctrl-C meant for the daemon reaches the daemon,
                     # which then stops the trainer in order.
                     start_new_session=True,
-                    env=trainer_environment(os.environ, debug=log_debug_enabled()),
+                    env=framework_environment(os.environ, debug=log_debug_enabled()),
                 )
         except OSError as exc:
             raise LaunchError(f"cannot start the trainer: {exc}") from exc
@@ -216,25 +197,6 @@ class LocalBackend:
 def log_debug_enabled() -> bool:
     """Whether this process logs at DEBUG (the daemon's `logging.level`)."""
     return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
-def trainer_environment(parent: Mapping[str, str], *, debug: bool = False) -> dict[str, str]:
-    """The trainer child's environment: the allowed part of ``parent``, and quiet TensorFlow.
-
-    The trainer's stderr is its log file, whose tail the launcher stores; TensorFlow's C++
-    start-up notices (oneDNN, a failed cuInit on a host without a GPU) would fill it. They
-    are kept at DEBUG, or when the daemon was started with TF_CPP_MIN_LOG_LEVEL set.
-    """
-    env = {
-        name: value
-        for name, value in parent.items()
-        if (name in _TRAINER_ENV_NAMES or name.startswith(_TRAINER_ENV_PREFIXES))
-        and name not in SECRET_ENV_VARS
-        and not any(part in name.upper() for part in _SECRET_NAME_PARTS)
-    }
-    if not debug:
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", QUIET_TF_LOG_LEVEL)
-    return env
 
 
 def _is_trainer(pid: int, request_path: Path) -> bool:
