@@ -14,12 +14,14 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import redis
 import structlog
 from prometheus_client import REGISTRY
+from prometheus_client.registry import Collector
 
 from bot import jobs, metrics
 from bot.config import BotConfig, ConfigError, load_config
@@ -64,7 +66,7 @@ class Daemon:
         self._config_stamp = _file_stamp(config_path)
         self.abandoned_jobs = False
         self.health: HealthServer | None = None
-        self.state_metrics: RedisStateCollector | None = None
+        self.collectors: list[Collector] = []
         self.launcher: Launcher | None = None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -97,7 +99,7 @@ class Daemon:
             self.launcher.start()
         self.health = self._start_health_server()
         if self.health is not None:
-            self.state_metrics = self._register_state_metrics(client, queue)
+            self.collectors = self._register_collectors(client, queue)
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
         self.instance_lock: InstanceLock | None = InstanceLock(
@@ -174,6 +176,7 @@ class Daemon:
         while not self.stop_event.is_set():
             self._claim_volume()
             try:
+                self._report_worker()
                 if self._scheduler is None:
                     self._take_over_dead_lease()
                     if self.lease.acquire():
@@ -259,8 +262,8 @@ class Daemon:
         self._step_down()
         if self.health is not None:
             self.health.stop()
-        if self.state_metrics is not None:
-            REGISTRY.unregister(self.state_metrics)
+        for collector in self.collectors:
+            REGISTRY.unregister(collector)
         with self._in_flight_changed:
             drained = self._in_flight_changed.wait_for(
                 lambda: self._in_flight == 0, timeout=JOB_DRAIN_SECONDS
@@ -268,6 +271,8 @@ class Daemon:
         if not drained:
             log.warning("daemon.jobs_abandoned", running=self._in_flight)
         self.abandoned_jobs = not drained
+        if drained:  # an abandoned job may still be asking the worker; it dies with us anyway
+            self.service.close()
         if self.launcher is not None:
             self.launcher.stop(TRAINER_STOP_SECONDS)
         try:
@@ -355,16 +360,19 @@ class Daemon:
             return None
         return server
 
-    def _register_state_metrics(
-        self, client: redis.Redis, queue: RetrainQueue
-    ) -> RedisStateCollector:
+    def _register_collectors(self, client: redis.Redis, queue: RetrainQueue) -> list[Collector]:
+        """The /metrics read at scrape time: Redis's numbers and the model worker's."""
         budgets = None
         if self.config.platform.kind == "x":
             x = self.config.platform.x
             budgets = Budgets(client, self.state.keys, x.budgets, x.prices)
-        collector = RedisStateCollector(client, queue, budgets)
-        REGISTRY.register(collector)
-        return collector
+        collectors = [
+            RedisStateCollector(client, queue, budgets),
+            metrics.WorkerCollector(self.service.worker_stats),
+        ]
+        for collector in collectors:
+            REGISTRY.register(collector)
+        return collectors
 
     def _health(self) -> Health:
         current = self.service.current

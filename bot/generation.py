@@ -24,6 +24,7 @@ from bot.filters import CandidateFilter, NoveltyIndex
 from bot.platform.base import Tweet
 
 if TYPE_CHECKING:
+    from bot.model_worker import WorkerStats
     from bot.state import BotState
     from training.models import TextModel
     from training.publish import Manifest
@@ -88,9 +89,27 @@ class GenerationService:
     def current(self) -> LoadedModel | None:
         return self._current
 
-    def swap(self, loaded: LoadedModel) -> None:
-        """Put a verified, smoke-tested model into service: one reference assignment."""
-        self._current = loaded
+    def swap(self, loaded: LoadedModel) -> LoadedModel | None:
+        """Put a verified, smoke-tested model into service: one reference assignment.
+
+        Returns the model it replaces, for the caller to stop once its request in flight
+        is answered (a request already running keeps the model it started with).
+        """
+        old, self._current = self._current, loaded
+        return old
+
+    def worker_stats(self) -> WorkerStats | None:
+        """The serving model's worker process (None: no model, or one served in-process)."""
+        loaded = self._current
+        stats = getattr(loaded.model, "stats", None) if loaded is not None else None
+        return stats() if callable(stats) else None
+
+    def close(self) -> None:
+        """Stop the serving model's worker, if it has one (the daemon is stopping)."""
+        loaded, self._current = self._current, None
+        close = getattr(loaded.model, "close", None) if loaded is not None else None
+        if callable(close):
+            close()
 
     def sample(
         self, count: int, *, recent: Sequence[str] = (), seed: str = "", context: str = ""

@@ -1,17 +1,18 @@
 """Hot-loading: follow `LATEST`, and put each new complete version into service.
 
-A version is verified (manifest and every file's sha256), loaded off the serving path,
-asked for a test generation, and only then swapped in. A version that fails any step is
-recorded in Redis as bad and never tried again; the old model keeps serving.
+Each version is served by a worker process of its own (`bot.model_worker`): the worker
+verifies the version (manifest and every file's sha256), loads it, and asks it for a test
+generation; only then does the daemon switch new requests to it and stop the old worker once
+its request in flight is answered. A version that fails any step is recorded in Redis as bad
+and never tried again; the old worker keeps serving. Peak memory stays at two models.
 
-The serving thread must not slow down while a version loads. On a small machine it loses
-time in two ways: to the CPU the loader takes, and to the GIL, which the loader's pure-Python
-parts (building the Keras graph, tracing the sampling step, indexing the corpus) hold for a
-switch interval each time the serving thread wants it back between two framework calls. So
-the load runs in its own thread at a lower OS priority, the novelty index is reused while the
-new version was trained on the same data (the manifest's dataset hash), and the smoke test
-traces the sampling step off the serving path. Peak memory stays at two models: the new one
-is built while the old one serves, and the old one is dropped at the swap.
+Replies must not slow down while a version loads. In one process they did: the loader's
+pure-Python parts (building the Keras graph, tracing the sampling step) held the interpreter
+lock for a switch interval each time the serving thread wanted it back. Across processes
+there is no shared lock, and the new worker loads at a lower OS priority, so the one serving
+keeps the CPU first. What still runs in the daemon is the novelty index, built in a nicer
+thread and reused while a new version was trained on the same data (the manifest's dataset
+hash).
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ import structlog
 from bot import metrics
 from bot.filters import NoveltyIndex
 from bot.generation import GenerationService, LoadedModel
+from bot.model_worker import ModelWorker, WorkerFailed
 from bot.pool import TweetPool
 from bot.state import BotState
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-# How much nicer than the daemon the loader thread runs: on a busy two-core box the serving
-# thread then gets the CPU first whenever both are runnable.
+# How much nicer than the serving worker a loading worker (and the daemon's loader thread)
+# runs: on a busy two-core box the serving worker then gets the CPU first.
 LOADER_NICENESS = 10
 
 
@@ -92,28 +94,31 @@ class CheckpointWatcher:
         return False
 
     def _try_load(self, version: str) -> bool:
-        from training.models import load_model
-        from training.publish import verify_version
+        from training.publish import MANIFEST_NAME, Manifest
 
         folder = self.model_dir / version
         log.info("hotload.loading", version=version, folder=str(folder))
 
-        def load() -> tuple[Any, Any, str, NoveltyIndex]:
-            manifest = verify_version(folder, expected_kind=self.model_kind)
-            novelty = self._novelty_index(manifest.dataset_hash)
-            model = load_model(self.model_kind, folder)
-            return manifest, model, _smoke_test(model), novelty
+        def load() -> tuple[Manifest, ModelWorker, str, NoveltyIndex]:
+            started = ModelWorker.start(self.model_kind, folder, niceness=LOADER_NICENESS)
+            try:
+                manifest = Manifest.from_json(started.manifest_json, folder / MANIFEST_NAME)
+                novelty = self._novelty_index(manifest.dataset_hash)
+            except BaseException:
+                started.worker.close()
+                raise
+            return manifest, started.worker, started.smoke_sample, novelty
 
         try:
-            manifest, model, sample, novelty = run_in_background(load)
+            manifest, worker, sample, novelty = run_in_background(load)
         except Exception as exc:  # any failure must leave the old model serving
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = str(exc) if isinstance(exc, WorkerFailed) else f"{type(exc).__name__}: {exc}"
             self.state.mark_bad_version(version, reason)
             metrics.MODEL_REFUSED.inc()
             log.error("hotload.refused", version=version, reason=reason)
             return False
-        self.service.swap(
-            LoadedModel(version=version, manifest=manifest, model=model, novelty=novelty)
+        old = self.service.swap(
+            LoadedModel(version=version, manifest=manifest, model=worker, novelty=novelty)
         )
         self.pool.discard()  # texts of the previous version must never be posted now
         self.state.set_current_model(version, asdict(manifest))
@@ -126,7 +131,10 @@ class CheckpointWatcher:
             val_loss=manifest.val_loss,
             smoke_sample=sample,
             novelty_ngrams=len(novelty),
+            worker=worker.pid,
         )
+        if old is not None:
+            close_model(old.model)  # waits for its request in flight, if one is
         return True
 
     def _novelty_index(self, dataset_hash: str) -> NoveltyIndex:
@@ -170,21 +178,11 @@ def run_in_background(work: Callable[[], T]) -> T:
     return outcome["value"]
 
 
-SMOKE_SAMPLES = 4
-
-
-def _smoke_test(model: Any) -> str:
-    """A short batch from the new model: it must generate, and not only empty texts.
-
-    Weights full of NaN (what an fp16 overflow leaves behind) load fine and then sample
-    nothing but end-of-tweet tokens; this is where such a version is caught.
-    """
-    samples = model.generate([""] * SMOKE_SAMPLES, max_length=40, temperature=1.0)
-    if len(samples) != SMOKE_SAMPLES or not all(isinstance(s, str) for s in samples):
-        raise TypeError(f"smoke generation returned {samples!r:.80}, not {SMOKE_SAMPLES} texts")
-    if not any(sample.strip() for sample in samples):
-        raise ValueError("smoke generation produced only empty texts")
-    return max(samples, key=len)
+def close_model(model: object) -> None:
+    """Stop a model that holds a process (a worker); an in-process model needs nothing."""
+    close = getattr(model, "close", None)
+    if callable(close):
+        close()
 
 
 class RollbackError(Exception):

@@ -101,6 +101,12 @@ class Keys:
     def daemon(self) -> str:
         return self._key("daemon")
 
+    # Hash: instance id -> JSON of that daemon's model worker (pid, host, version, rss_bytes,
+    # requests, restarts, at), written by every daemon, leader or standby, each lease round.
+    @property
+    def workers(self) -> str:
+        return self._key("workers")
+
     # Hash: handle -> JSON {"at", "new_tweets"} of that target's last scrape.
     @property
     def last_scrape(self) -> str:

@@ -6,7 +6,15 @@ per process, so there is one set per daemon.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from bot.model_worker import WorkerStats
 
 POSTS = Counter("parrotbot_posts_total", "Scheduled posts published.", ["source"])
 REPLIES = Counter("parrotbot_replies_total", "Replies to mentions, by outcome.", ["outcome"])
@@ -37,3 +45,32 @@ X_API_CALLS = Counter(
 def set_model(version: str) -> None:
     MODEL_INFO.clear()
     MODEL_INFO.labels(version=version).set(1)
+
+
+class WorkerCollector(Collector):
+    """The serving model's worker process, read at scrape time (it changes at every swap)."""
+
+    def __init__(self, stats: Callable[[], WorkerStats | None]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        if stats is None:
+            return
+        labels = ["version", "pid"]
+        values = [stats.version, str(stats.pid)]
+        rss = GaugeMetricFamily(
+            "parrotbot_worker_rss_bytes", "Resident memory of the model worker.", labels=labels
+        )
+        rss.add_metric(values, stats.rss_bytes)
+        requests = CounterMetricFamily(
+            "parrotbot_worker_requests", "Generation requests the worker answered.", labels=labels
+        )
+        requests.add_metric(values, stats.requests)
+        restarts = CounterMetricFamily(
+            "parrotbot_worker_restarts",
+            "Times the worker died serving and was replaced by a fresh one.",
+            labels=labels,
+        )
+        restarts.add_metric(values, stats.restarts)
+        yield from (rss, requests, restarts)

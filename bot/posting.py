@@ -166,4 +166,3 @@ def refill_pool(
         size=pool.size(),
     )
     return len(batch.accepted)
-

@@ -178,6 +178,27 @@ class BotState:
     def current_model_version(self) -> str | None:
         return self.redis.hget(self.keys.model_current, "version")
 
+    def record_worker(self, instance: str, worker: Mapping[str, Any] | None) -> None:
+        """What this daemon's model worker is now (None: it serves no model yet)."""
+        if worker is None:
+            self.redis.hdel(self.keys.workers, instance)
+            return
+        record = {**worker, "at": round(time.time(), 3)}
+        self.redis.hset(self.keys.workers, instance, json.dumps(record, sort_keys=True))
+
+    def workers(self, *, max_age: float) -> dict[str, dict[str, Any]]:
+        """The workers recorded by daemons that wrote within ``max_age`` seconds; older
+        records (a daemon that died) are dropped as they are read."""
+        now = time.time()
+        fresh: dict[str, dict[str, Any]] = {}
+        for instance, raw in self.redis.hgetall(self.keys.workers).items():
+            record = json.loads(raw)
+            if now - float(record.get("at", 0)) <= max_age:
+                fresh[instance] = record
+            else:
+                self.redis.hdel(self.keys.workers, instance)
+        return fresh
+
     def mark_bad_version(self, version: str, reason: str) -> None:
         self.redis.hset(self.keys.model_bad, version, reason)
 

@@ -52,6 +52,7 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
             "created_at": manifest.get("created_at"),
             "bad_versions": state.bad_versions(),
         },
+        "workers": state.workers(max_age=3 * config.schedule.lease_ttl_seconds),
         "pool_size": int(redis.llen(state.keys.pool)),
         "filters": state.filter_counts(),
         "targets": {
@@ -175,6 +176,14 @@ def render(status: dict[str, Any]) -> Any:
             ],
         ),
         table(
+            "model workers",
+            [
+                (instance, _worker_line(worker))
+                for instance, worker in sorted(status["workers"].items())
+            ]
+            or [("none", "no daemon serves a model")],
+        ),
+        table(
             "activity",
             [
                 (
@@ -200,6 +209,15 @@ def render(status: dict[str, Any]) -> Any:
         ),
     ]
     return Group(*parts)
+
+
+def _worker_line(worker: dict[str, Any]) -> str:
+    restarts = worker["restarts"]
+    return (
+        f"pid {worker['pid']} on {worker['host']}, {worker['version']}, "
+        f"{worker['rss_bytes'] / 2**20:.0f} MiB, {worker['requests']} requests"
+        + (f", restarted {restarts}×" if restarts else "")
+    )
 
 
 def _handles(handles: list[str]) -> str:

@@ -18,7 +18,7 @@ import redis
 import yaml
 
 from tests.support.configs import offline_config_data
-from tests.support.daemon_process import DaemonProcess, read_jsonl
+from tests.support.daemon_process import DaemonProcess, read_jsonl, wait_until
 
 LONG_TTL = 60
 
@@ -140,3 +140,30 @@ def test_a_sigterm_taken_by_another_thread_still_stops_the_daemon_promptly(
     assert others, "the leader runs scheduler and health threads"
     os.kill(others[0], signal.SIGTERM)
     assert daemon.process.wait(timeout=5) == 0
+
+
+def test_a_killed_daemon_takes_its_model_worker_with_it(
+    config: Path, daemons, redis_client: redis.Redis, account: str
+) -> None:
+    """The worker watches its stdin, the daemon's pipe: SIGKILL closes it, the worker ends."""
+    daemon = daemons(config, "leader")
+    instance = daemon.wait_for("daemon.starting")["instance"]
+    daemon.wait_for("lease.acquired", timeout=120)
+    workers_key = f"parrotbot:{account}:workers"
+    wait_until(
+        lambda: redis_client.hget(workers_key, instance), timeout=60, message="no worker recorded"
+    )
+    worker_pid = json.loads(redis_client.hget(workers_key, instance))["pid"]
+    assert Path(f"/proc/{worker_pid}").exists()
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait()
+    wait_until(lambda: not _alive(worker_pid), timeout=2, message="the worker outlived us")
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (an orphan's zombie is reaped by init, not by us)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
