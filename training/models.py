@@ -7,6 +7,7 @@ PyTorch) so the daemon and CLI start fast; the heavy import happens in :func:`lo
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,3 +91,30 @@ def load_model(kind: str, directory: Path) -> TextModel:
 
         return GPT2.load(Path(directory))
     raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+
+
+def import_framework(kind: str) -> None:
+    """Import ``kind``'s family module and so its framework: the slow part of a load.
+
+    A model worker does this in its nicer loading thread, then calls
+    :func:`start_thread_pools` from the thread that will serve.
+    """
+    modules = {"char_rnn": "training.char_rnn", "gpt2": "training.gpt2"}
+    if kind not in modules:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+    importlib.import_module(modules[kind])
+
+
+def start_thread_pools(kind: str) -> None:
+    """Create the framework's compute threads now, from the calling thread.
+
+    Linux threads inherit their creator's niceness, and TensorFlow creates its process-wide
+    compute pool at the first eager op: were that the loading thread's op, every later
+    request would run at the loader's lower priority, and the next version's load would
+    compete with it as an equal. PyTorch's OpenMP team belongs to the thread that runs the
+    parallel region (the serving thread), so it needs nothing here.
+    """
+    if kind == "char_rnn":
+        import tensorflow as tf
+
+        tf.add(0.0, 0.0)  # the first eager op creates the pools

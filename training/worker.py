@@ -17,18 +17,19 @@ payloads are texts and numbers, and neither side should run code the other sent)
   ``{"failed": "<ExceptionType>: <message>"}``, after which the worker exits.
 - daemon → worker: ``{"generate": {"seeds": [...], "options": {...}}}``, answered by
   ``{"texts": [...]}`` or ``{"error": "<ExceptionType>: <message>"}`` (a bad option).
-- The daemon closing the worker's stdin is the stop signal. It is also the lifeline: the
-  main thread reads stdin from the first moment, so when the daemon dies (even by SIGKILL)
-  the kernel closes the pipe and the worker exits at once, mid-load or idle. (``PR_SET_
-  PDEATHSIG`` would fire when the *thread* that started the worker ends, and the daemon
-  starts workers from short-lived loader threads.)
+- The daemon closing the worker's stdin is the stop signal. It is also the lifeline: a
+  thread polls stdin for the hang-up from the first moment, so when the daemon dies (even by
+  SIGKILL) the kernel closes the pipe and the worker exits at once, mid-load, mid-request or
+  idle. (``PR_SET_PDEATHSIG`` would fire when the *thread* that started the worker ends, and
+  the daemon starts workers from short-lived loader threads.)
 
 Replies go to a private copy of descriptor 1; descriptor 1 itself is pointed at stderr at
 start, so a library that prints cannot corrupt the stream.
 
 The load runs in a thread at a lower OS priority while the old worker still serves; the
 main thread, which answers requests afterwards, keeps the process's own priority (Linux
-priorities are per thread, and an unprivileged thread can never lower its niceness again).
+priorities are per thread, and an unprivileged thread can never lower its niceness again),
+and so do the framework's compute threads, which the main thread starts (see ``_Worker``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import struct
 import sys
 import threading
@@ -108,22 +110,19 @@ def smoke_test(model: Any) -> str:
     return max(samples, key=len)
 
 
-def load_version(kind: str, folder: Path) -> tuple[Any, str, str]:
-    """Verify, load and smoke-test ``folder``: (model, manifest text, smoke sample)."""
-    from training.models import load_model
-    from training.publish import verify_version
-
-    manifest = verify_version(folder, expected_kind=kind)
-    model = load_model(kind, folder)
-    return model, manifest.to_json(), smoke_test(model)
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
 class _Worker:
-    """The worker's two threads: the loader (nicer, once) and the main one (stdin, answers)."""
+    """The worker's threads: the loader (nicer, once), the main one (serves), the lifeline.
+
+    The load is split where the framework creates its compute threads: the loader verifies
+    the version and imports the framework at its lower priority, the main thread then starts
+    the framework's thread pools (so they get the main thread's priority, see
+    :func:`training.models.start_thread_pools`), and the loader builds the model and runs
+    the smoke generation.
+    """
 
     def __init__(self, kind: str, folder: Path, niceness: int, out: BinaryIO) -> None:
         self.kind = kind
@@ -131,22 +130,46 @@ class _Worker:
         self.niceness = niceness
         self.out = out
         self.model: Any = None
+        self.imported = threading.Event()
+        self.pools_started = threading.Event()
         self.loaded = threading.Event()
 
     def load(self) -> None:
+        from training.models import import_framework, load_model
+        from training.publish import verify_version
+
         _raise_thread_niceness(self.niceness)
         try:
-            self.model, manifest, sample = load_version(self.kind, self.folder)
+            manifest = verify_version(self.folder, expected_kind=self.kind)
+            import_framework(self.kind)
+            self.imported.set()
+            self.pools_started.wait()
+            self.model = load_model(self.kind, self.folder)
+            sample = smoke_test(self.model)
         except BaseException as exc:  # reported, then the worker ends: the version is refused
-            write_frame(self.out, {"failed": _describe(exc)})
-            os._exit(3)
-        write_frame(self.out, {"ready": {"manifest": manifest, "smoke": sample}})
+            self._fail(exc)
+        write_frame(self.out, {"ready": {"manifest": manifest.to_json(), "smoke": sample}})
         self.loaded.set()
 
+    def start_pools_when_imported(self) -> None:
+        """Run on the main thread: the framework's thread pools, at the serving priority."""
+        from training.models import start_thread_pools
+
+        self.imported.wait()
+        try:
+            start_thread_pools(self.kind)
+        except BaseException as exc:
+            self._fail(exc)
+        self.pools_started.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        write_frame(self.out, {"failed": _describe(exc)})
+        os._exit(3)
+
     def serve(self, requests: BinaryIO) -> None:
-        """Answer requests until stdin closes; a request before "ready" waits for the load."""
+        """Answer requests until stdin closes (requests sent before "ready" wait in the pipe)."""
+        self.loaded.wait()
         while (message := read_frame(requests)) is not None:
-            self.loaded.wait()
             request = message.get("generate")
             if not isinstance(request, dict):
                 raise ProtocolError(f"unknown request {sorted(message)}")
@@ -156,6 +179,20 @@ class _Worker:
                 write_frame(self.out, {"error": _describe(exc)})
                 continue
             write_frame(self.out, {"texts": texts})
+
+
+def _watch_lifeline(requests: BinaryIO) -> None:
+    """Exit the moment the daemon's end of stdin closes, whatever the other threads do.
+
+    Polls for the hang-up only (no data is read), so the main thread can be loading or
+    answering; a daemon killed by SIGKILL closes the pipe, and so ends its workers.
+    """
+    poller = select.poll()
+    poller.register(requests.fileno(), 0)  # POLLHUP and POLLERR are always reported
+    while True:
+        for _fd, event in poller.poll():
+            if event & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(0)
 
 
 def _raise_thread_niceness(increment: int) -> None:
@@ -180,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     worker = _Worker(args.kind, args.folder, args.niceness, out)
+    threading.Thread(target=_watch_lifeline, args=(sys.stdin.buffer,), daemon=True).start()
     threading.Thread(target=worker.load, name="load", daemon=True).start()
+    worker.start_pools_when_imported()
     with contextlib.suppress(BrokenPipeError):  # the daemon went away while we answered
         worker.serve(sys.stdin.buffer)
     # stdin closed (a stop, or the daemon died): leave at once, without framework teardown.

@@ -66,6 +66,34 @@ def test_a_worker_sees_no_credential_of_the_daemon(
         started.worker.close()
 
 
+def thread_niceness(pid: int) -> dict[str, set[int]]:
+    """Each thread name of process ``pid`` -> the niceness values its threads run at."""
+    found: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        nice = int(stat[stat.rindex(")") + 2 :].split()[16])  # field 19 of proc_pid_stat(5)
+        found.setdefault((task / "comm").read_text().strip(), set()).add(nice)
+    return found
+
+
+def test_only_the_loading_thread_runs_nicer_the_serving_threads_keep_the_priority(
+    model_dir: Path,
+) -> None:
+    """TensorFlow starts its compute pool at the first op, and threads inherit the niceness
+    of the thread that starts them: started by the loader, a promoted worker would serve at
+    the loader's priority and the next load would compete with it as an equal."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = ModelWorker.start("char_rnn", published(model_dir), niceness=10).worker
+    try:
+        worker.generate([""] * 8, max_length=40, temperature=1.0)
+        threads = thread_niceness(worker.pid)
+        assert threads["tf_Compute"] == {own}, threads
+        niced = [name for name, values in threads.items() if own + 10 in values]
+        assert niced == ["python"], threads  # the loader thread, now idle
+    finally:
+        worker.close()
+
+
 def test_a_worker_killed_mid_request_is_replaced_and_the_request_still_answered(
     model_dir: Path,
 ) -> None:
