@@ -7,7 +7,9 @@ same reason.
 
 Two Keras models share one set of layers: a sequence model for training (a prediction at
 every position) and a one-step model with explicit RNN state for sampling, so generating a
-character costs one step instead of re-running the whole prefix.
+character costs one step instead of re-running the whole prefix. A batch is sampled inside
+one ``tf.function``: a ``tf.while_loop`` steps that model and applies the sampling rule in
+graph ops (:mod:`training.sampling_tf`), so a character costs no trip through Python.
 
 This module is the model: build, save, load, generate. The loop that trains it is
 :mod:`training.char_rnn_train`, which imports this module and never the other way round.
@@ -18,14 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import structlog
 
+from training import sampling_tf
 from training.char_rnn_config import CharRNNConfig
 from training.publish import ModelLoadError
-from training.sampling import Sampling, choose, per_row, seen_tokens
+from training.sampling import Sampling, per_row
 from training.tf_quiet import quiet_tensorflow
 
 # Imported inside the filter, or TensorFlow's C++ side prints notices on every load.
@@ -42,6 +45,7 @@ EOT_ID = 1
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "model.weights.h5"
+_MAX_BUDGET = 2**30  # int32 in the graph, with room for prefix + budget; no tweet nears it
 
 
 class Vocab:
@@ -268,14 +272,16 @@ class CharRNN:
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=config.jit_compile,
         )
-        # One signature for every batch size: traced once (by the hot-loader's smoke test),
-        # never again on the serving path when a batch of another size comes.
-        n_states = config.layers * (1 if config.cell == "gru" else 2)
-        self._step = tf.function(
-            lambda t, s: self._step_model([t, *s], training=False),
+        # One signature for every batch size and setting: traced once (by the hot-loader's
+        # smoke test), never again on the serving path when another batch or setting comes.
+        self._sample = tf.function(
+            self._sample_ids,
             input_signature=[
-                tf.TensorSpec([None, 1], tf.int32),
-                [tf.TensorSpec([None, config.units], tf.float32)] * n_states,
+                tf.TensorSpec([None, None], tf.int32, name="prefixes"),
+                tf.TensorSpec([None], tf.int32, name="lengths"),
+                tf.TensorSpec([None], tf.int32, name="budgets"),
+                sampling_tf.SETTINGS_SIGNATURE,
+                tf.TensorSpec([2], tf.int64, name="seed"),
             ],
         )
 
@@ -313,45 +319,94 @@ class CharRNN:
         sampling = Sampling(temperature, top_k, top_p, repetition_penalty)
         if not seeds:
             return []
-        rng = np.random.default_rng(random_seed)
         prefixes = [
             [EOT_ID, *self._known_ids(c), *([EOT_ID] if c else []), *self._known_ids(s)]
             for c, s in zip(per_row(context, len(seeds)), seeds, strict=True)
         ]
         budgets = [max(0, max_length - len(s)) for s in seeds]
         if max_new_tokens is not None:
-            budgets = [min(b, max_new_tokens) for b in budgets]
-        seen = (
-            seen_tokens(prefixes, self.vocab.size, (PAD_ID, EOT_ID)) if sampling.penalises else None
+            budgets = [min(b, max(0, max_new_tokens)) for b in budgets]
+        if not any(budgets):  # nothing to sample: the graph would only read the prefixes
+            return list(seeds)
+        # Stateless ops: the seed alone fixes every draw, whatever ran before in the process.
+        key = np.random.default_rng(random_seed).integers(0, 2**63 - 1, size=2, dtype=np.int64)
+        ids = self._sample(
+            _padded(prefixes),
+            tf.constant([len(p) for p in prefixes], tf.int32),
+            tf.constant([min(b, _MAX_BUDGET) for b in budgets], tf.int32),
+            sampling_tf.settings(sampling),
+            tf.constant(key),
         )
-        outputs: list[list[str]] = [[] for _ in seeds]
-        done = np.array([b == 0 for b in budgets])
+        return [seed + self._decode(row) for seed, row in zip(seeds, ids.numpy().T, strict=True)]
+
+    def _decode(self, ids: np.ndarray) -> str:
+        """The characters of one row's sampled ids; PAD marks a step the row sampled nothing."""
+        return "".join(self.vocab.chars[i - 2] for i in ids.tolist() if i != PAD_ID)
+
+    def _sample_ids(
+        self,
+        prefixes: tf.Tensor,
+        lengths: tf.Tensor,
+        budgets: tf.Tensor,
+        sampling: sampling_tf.Settings,
+        seed: tf.Tensor,
+    ) -> tf.Tensor:
+        """Sample the batch in one graph; return (steps, rows) ids, PAD where none was kept.
+
+        Row ``i`` reads ``prefixes[i, :lengths[i]]`` one id a step, then feeds back what it
+        samples until it draws ``<eot>`` or has kept ``budgets[i]`` characters; a finished
+        row is fed PAD until the last row ends. (Wrapped in ``self._sample``.)
+        """
+        rows = tf.shape(prefixes)[0]
+        vocab = self.vocab.size
+        ids = tf.range(vocab)
+        countable = (ids != PAD_ID) & (ids != EOT_ID)  # never "seen", as in sampling.seen_tokens
+        seen = tf.reduce_any(tf.one_hot(prefixes, vocab, on_value=True, off_value=False), 1)
         n_states = self.config.layers * (1 if self.config.cell == "gru" else 2)
-        states = [tf.zeros((len(seeds), self.config.units)) for _ in range(n_states)]
-        tokens = np.array([[p[0]] for p in prefixes], dtype=np.int32)
-        t = 0
-        while not done.all():
-            logits, *states = self._step(tf.constant(tokens), states)
-            logits = logits.numpy()[:, 0, :]
-            logits[:, PAD_ID] = -np.inf
-            sampled = choose(logits, sampling, rng, seen)
-            t += 1
-            for i, prefix in enumerate(prefixes):
-                if t < len(prefix):
-                    tokens[i, 0] = prefix[t]
-                elif done[i]:
-                    tokens[i, 0] = PAD_ID
-                else:
-                    token = int(sampled[i])
-                    tokens[i, 0] = token
-                    if token == EOT_ID:
-                        done[i] = True
-                    else:
-                        outputs[i].append(self.vocab.chars[token - 2])
-                        done[i] = len(outputs[i]) >= budgets[i]
-                        if seen is not None:
-                            seen[i, token] = True
-        return [seed + "".join(out) for seed, out in zip(seeds, outputs, strict=True)]
+        start = _Loop(
+            step=tf.constant(0),
+            tokens=prefixes[:, 0],
+            states=tuple(tf.zeros([rows, self.config.units]) for _ in range(n_states)),
+            seen=seen & countable,
+            done=budgets <= 0,
+            kept=tf.zeros([rows], tf.int32),
+            out=tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
+        )
+
+        def step(loop: _Loop) -> _Loop:
+            logits, *states = self._step_model([loop.tokens[:, None], *loop.states], training=False)
+            logits = tf.where(ids != PAD_ID, logits[:, 0, :], -np.inf)
+            t = loop.step + 1
+            reading = t < lengths
+            sampling_now = ~reading & ~loop.done
+            key = tf.random.experimental.stateless_fold_in(seed, t)
+            sampled = tf.cond(
+                tf.reduce_any(sampling_now),
+                lambda: sampling_tf.choose(logits, sampling, key, loop.seen),
+                lambda: tf.fill([rows], PAD_ID),
+            )
+            keeps = sampling_now & (sampled != EOT_ID)
+            kept = loop.kept + tf.cast(keeps, tf.int32)
+            next_prefix = tf.gather(prefixes, tf.minimum(t, tf.shape(prefixes)[1] - 1), axis=1)
+            fed = tf.where(loop.done, PAD_ID, sampled)
+            return _Loop(
+                step=t,
+                tokens=tf.where(reading, next_prefix, fed),
+                states=tuple(states),
+                seen=loop.seen | (tf.one_hot(sampled, vocab, True, False) & keeps[:, None]),
+                done=loop.done | (sampling_now & ((sampled == EOT_ID) | (kept >= budgets))),
+                kept=kept,
+                out=loop.out.write(loop.step, tf.where(keeps, sampled, PAD_ID)),
+            )
+
+        (end,) = tf.while_loop(
+            lambda loop: ~tf.reduce_all(loop.done),
+            lambda loop: (step(loop),),
+            (start,),
+            # No row needs more steps than its prefix and budget; a bound, should that break.
+            maximum_iterations=tf.reduce_max(lengths + budgets),
+        )
+        return end.out.stack()
 
     def _known_ids(self, text: str) -> list[int]:
         """``text``'s ids, skipping characters the vocabulary lacks (it never saw them)."""
@@ -402,6 +457,24 @@ class CharRNN:
             raise ModelLoadError(f"{weights}: cannot load weights ({e})") from e
         log.debug("char_rnn.loaded", path=str(directory), vocab_size=model.vocab.size)
         return model
+
+
+class _Loop(NamedTuple):
+    """What :meth:`CharRNN._sample_ids`'s while-loop carries from one step to the next."""
+
+    step: tf.Tensor  # steps taken; the next one reads prefix position step + 1
+    tokens: tf.Tensor  # (rows,) the ids fed to this step
+    states: tuple[tf.Tensor, ...]  # the RNN states, (rows, units) each
+    seen: tf.Tensor  # (rows, vocab) bool: what the repetition penalty applies to
+    done: tf.Tensor  # (rows,) bool: drew <eot> or reached its budget
+    kept: tf.Tensor  # (rows,) int32: characters sampled so far
+    out: tf.TensorArray  # (steps, rows) the kept ids, PAD elsewhere
+
+
+def _padded(prefixes: Sequence[Sequence[int]]) -> tf.Tensor:
+    """The rows as one (rows, longest) int32 tensor, PAD after each row's end."""
+    width = max(len(p) for p in prefixes)
+    return tf.constant([[*p, *[PAD_ID] * (width - len(p))] for p in prefixes], tf.int32)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -241,3 +241,135 @@ def test_weights_from_the_stock_keras_gru_still_load(
     assert type(new._model.get_layer("rnn0")) is char_rnn.GRU
     tokens = np.array([[1, 2, 3, 4, 2, 1]], dtype=np.int32)
     np.testing.assert_allclose(new._model(tokens), old._model(tokens), atol=1e-5)
+
+
+def reference_generate(model: CharRNN, seeds: list[str], **kwargs) -> list[str]:
+    """The pre-graph sampler, one step-model call and one numpy ``choose`` per character.
+
+    Greedy settings only (``top_k=1``), so it and the graph must agree to the character.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from training.char_rnn import EOT_ID, PAD_ID
+    from training.sampling import Sampling, choose, per_row, seen_tokens
+
+    sampling = Sampling(1.0, 1, 1.0, kwargs.get("repetition_penalty", 1.0))
+    prefixes = [
+        [EOT_ID, *model._known_ids(c), *([EOT_ID] if c else []), *model._known_ids(s)]
+        for c, s in zip(per_row(kwargs.get("context"), len(seeds)), seeds, strict=True)
+    ]
+    budgets = [min(kwargs["max_length"] - len(s), kwargs["max_new_tokens"]) for s in seeds]
+    seen = seen_tokens(prefixes, model.vocab.size, (PAD_ID, EOT_ID))
+    outputs, done = [""] * len(seeds), [b <= 0 for b in budgets]
+    states = [tf.zeros((len(seeds), model.config.units))]
+    tokens = np.array([[p[0]] for p in prefixes], np.int32)
+    t = 0
+    while not all(done):
+        logits, *states = model._step_model([tf.constant(tokens), *states], training=False)
+        logits = np.array(logits)[:, 0, :]
+        logits[:, PAD_ID] = -np.inf
+        sampled = choose(logits, sampling, np.random.default_rng(0), seen)
+        t += 1
+        for i, prefix in enumerate(prefixes):
+            token = prefix[t] if t < len(prefix) else PAD_ID if done[i] else int(sampled[i])
+            tokens[i, 0] = token
+            if t >= len(prefix) and not done[i]:
+                done[i] = token == EOT_ID
+                if token != EOT_ID:
+                    outputs[i] += model.vocab.chars[token - 2]
+                    seen[i, token] = True
+                    done[i] = len(outputs[i]) >= budgets[i]
+    return [seed + out for seed, out in zip(seeds, outputs, strict=True)]
+
+
+def test_the_graph_sampler_matches_the_step_by_step_one(
+    trained: tuple[CharRNN, list[EpochReport]],
+) -> None:
+    """Prefix feeding, contexts, budgets, the penalty and stopping, character for character."""
+    model, _ = trained
+    seeds = ["the ", "", "a bird", "the dog ate a bone and"]
+    kwargs = {
+        "max_length": 26,
+        "max_new_tokens": 18,
+        "repetition_penalty": 1.4,
+        "context": ["the dog ate a bone", "", "the cat", "a"],
+    }
+    expected = reference_generate(model, seeds, **kwargs)
+    assert model.generate(seeds, temperature=0.9, top_k=1, **kwargs) == expected
+    assert sum(len(t) - len(s) for t, s in zip(expected, seeds, strict=True)) > 20
+
+
+def untrained(eot_bias: float = -1e4) -> CharRNN:
+    """A small fresh model whose ``<eot>`` logit is ``eot_bias`` above its others' scale."""
+    model = CharRNN(CharRNNConfig(embedding_dim=8, units=16), Vocab(list("abcdexyz ")))
+    head = model._step_model.get_layer("logits")
+    kernel, bias = head.get_weights()
+    bias[1] = eot_bias
+    head.set_weights([kernel, bias])
+    return model
+
+
+def test_budgets_hold_exactly_and_seeded_samples_repeat() -> None:
+    model = untrained()  # never draws <eot>: every row samples its whole budget
+    seeds = ["", "ab", "xyz ab", "a" * 12]
+    context = "dead beef"
+
+    def run(**kwargs) -> list[str]:
+        return model.generate(seeds, **({"temperature": 1.0, "context": context} | kwargs))
+
+    out = run(max_length=10, random_seed=3)
+    assert [len(t) for t in out] == [10, 10, 10, 12]  # max_length counts the seed
+    assert [t[: len(s)] for t, s in zip(out, seeds, strict=True)] == seeds
+    assert out == run(max_length=10, random_seed=3) != run(max_length=10, random_seed=4)
+    assert run(max_length=10, random_seed=None) != run(max_length=10, random_seed=None)
+    capped = run(max_length=10, max_new_tokens=4, random_seed=3, top_p=0.5, top_k=3)
+    assert [len(t) for t in capped] == [4, 6, 10, 12]
+    assert run(max_length=100, max_new_tokens=0) == seeds
+    assert [len(t) for t in run(max_length=2)] == [2, 2, 6, 12]  # long seeds come back whole
+
+
+def test_a_row_stops_at_the_boundary_it_draws() -> None:
+    """Constant logits make the walk known: 'a', then 'b' once 'a' is penalised, then <eot>
+    once both are; PAD, though its logit is the highest, is never drawn."""
+    model = untrained()
+    head = model._step_model.get_layer("logits")
+    kernel, bias = head.get_weights()
+    bias[:] = 0.0
+    bias[:5] = [10.0, 1.5, 2.0, 1.8, 0.5]  # PAD, <eot>, 'a', 'b', 'c'
+    head.set_weights([kernel * 0, bias])
+    steps = []
+    sample = model._sample
+
+    def counting(*args: object) -> object:  # how many steps the graph's loop ran
+        ids = sample(*args)
+        steps.append(ids.shape[0])
+        return ids
+
+    model._sample = counting
+
+    def run(seeds: list[str], **kwargs) -> list[str]:
+        kwargs = {"max_length": 100, "temperature": 1.0, "top_k": 1} | kwargs
+        return model.generate(seeds, repetition_penalty=2.0, **kwargs)
+
+    assert run(["", "x", "a", "ab"]) == ["ab", "xab", "ab", "ab"]
+    assert steps[-1] == 1 + 3  # the "x" row's prefix, then a, b, <eot>: not 99 steps more
+    assert run([""], context="b") == ["a"]  # the context counts as seen, and is not returned
+    assert run(["", ""], temperature=0.01, top_k=0, random_seed=1) == ["ab", "ab"]
+
+
+def test_the_sampling_graph_is_traced_once() -> None:
+    model = untrained(eot_bias=0.0)
+    assert model._sample.experimental_get_tracing_count() == 0
+    model.generate(["a"], max_length=5, temperature=1.0)
+    calls = [
+        {"seeds": ["a", "b", ""], "max_length": 9, "temperature": 0.5, "top_k": 3},
+        {"seeds": [""] * 7, "max_length": 30, "temperature": 2.0, "top_p": 0.8},
+        {"seeds": ["xyz"], "max_length": 20, "temperature": 1.0, "repetition_penalty": 1.5},
+        {"seeds": ["a", "b"], "max_length": 40, "temperature": 1.0, "top_k": 1,
+         "context": ["a much longer context than before", "c"], "max_new_tokens": 3},
+        {"seeds": ["ab"] * 5, "max_length": 12, "temperature": 0.8, "random_seed": 2},
+    ]  # fmt: skip
+    for kwargs in calls:
+        model.generate(kwargs.pop("seeds"), **kwargs)
+    assert model._sample.experimental_get_tracing_count() == 1
