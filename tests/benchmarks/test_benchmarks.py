@@ -50,3 +50,14 @@ def test_archive_import_writes_its_section() -> None:
     assert archive_import.main([]) == 0
     section = json.loads(archive_import.RESULTS.read_text())["archive_import"]
     assert section["tweets"] == 50_000 and section["within_target"]
+
+
+def test_daemon_footprint_writes_its_section() -> None:
+    """Cold start and RSS of a daemon, with no model and with a char-RNN worker (~2 minutes)."""
+    from tests.benchmarks import daemon_footprint
+
+    assert daemon_footprint.main(["--starts", "3", "--label", "after"]) == 0
+    section = json.loads(daemon_footprint.RESULTS.read_text())["daemon_footprint"]["after"]
+    assert section["median"]["no_model"]["daemon_rss_mb"] <= 150
+    served = section["median"]["char_rnn_published"]
+    assert served["daemon_rss_mb"] <= 150 and served["worker_rss_mb"] > 0
