@@ -51,27 +51,54 @@ class Verdict:
 ACCEPTED = Verdict()
 
 
+@dataclass(frozen=True)
+class _TwitterText:
+    parse_tweet: Callable[[str], Any]
+    extract_urls: Callable[[str], list[str]]
+    extract_urls_with_indices: Callable[[str], list[dict[str, Any]]]
+    url_length: int  # what any URL weighs (t.co's length)
+
+
 @cache
-def _twitter_text() -> tuple[Callable[..., Any], Callable[[str], list[str]]]:
+def _twitter_text() -> _TwitterText:
     # twitter-text-parser imports pkg_resources, which warns on import; the warning is about
     # that package's packaging, not something an operator can act on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from twitter_text import parse_tweet
-        from twitter_text.extract_urls import extract_urls
-    return parse_tweet, extract_urls
+        from twitter_text.config import config
+        from twitter_text.extract_urls import extract_urls, extract_urls_with_indices
+    return _TwitterText(
+        parse_tweet=parse_tweet,
+        extract_urls=extract_urls,
+        extract_urls_with_indices=extract_urls_with_indices,
+        url_length=config["defaults"]["transformed_url_length"],
+    )
+
+
+_LINE_ENDING = re.compile(r"\r\n|\r|\n")
 
 
 def weighted_length(text: str) -> int:
-    """X's weighted length (twitter-text v3: CJK and emoji weigh 2, any URL 23)."""
-    parse_tweet, _ = _twitter_text()
-    return parse_tweet(text).weightedLength
+    """X's weighted length (twitter-text v3: CJK and emoji weigh 2, any URL 23).
+
+    ASCII text, most of what the models write, takes a short cut to the same number: it holds
+    no emoji and each of its characters weighs 1, so only its URLs need finding. The full
+    parse spends 90% of its time in the emoji scan, and this check runs on every candidate.
+    tests/bot/test_filters.py holds the short cut to the full parse (conformance cases and
+    random ASCII with URLs and line endings).
+    """
+    library = _twitter_text()
+    if not text.isascii():
+        return library.parse_tweet(text).weightedLength
+    normalized = _LINE_ENDING.sub("\n", text)  # twitter-text counts a CRLF as one character
+    urls = library.extract_urls_with_indices(normalized)
+    return len(normalized) + sum(library.url_length - len(url["url"]) for url in urls)
 
 
 def find_urls(text: str) -> list[str]:
     """URLs as X recognises them, with or without a scheme (its TLD list decides)."""
-    _, extract_urls = _twitter_text()
-    return extract_urls(text)
+    return _twitter_text().extract_urls(text)
 
 
 def words(text: str) -> list[str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
+import string
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bot.config import FilterConfig
-from bot.filters import CandidateFilter, NoveltyIndex, RejectReason, weighted_length
+from bot.filters import CandidateFilter, NoveltyIndex, RejectReason, find_urls, weighted_length
 
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 CONFORMANCE = FIXTURES / "twitter-text-validate.yml"
@@ -26,6 +29,71 @@ TRAINING = [
 @pytest.mark.parametrize("case", WEIGHTED_CASES, ids=[c["description"] for c in WEIGHTED_CASES])
 def test_weighted_length_matches_twitter_text_conformance(case: dict) -> None:
     assert weighted_length(case["text"]) == case["expected"]["weightedLength"]
+
+
+# Pieces of ASCII tweets that twitter-text treats specially: URLs with and without a scheme,
+# TLD look-alikes, line endings (a CRLF counts once), keycap bases, entities.
+ASCII_PIECES = [
+    "word",
+    " ",
+    "  ",
+    ".",
+    ",",
+    "\r\n",
+    "\r",
+    "\n",
+    "\t",
+    "https://example.com/a?b=1&c=2",
+    "http://t.co/xyz",
+    "example.com",
+    "www.Example.org.",
+    "foo.bar",
+    "a.museum",
+    "e.g.",
+    "...",
+    "http://",
+    "https://",
+    "x.y.z/path",
+    "@user",
+    "#tag",
+    "$CASH",
+    "123",
+    "#1",
+    "*",
+    "1.5",
+    "bit.ly/abc",
+    "(see example.net)",
+    "user@mail.com",
+    "a" * 30,
+    "ftp://files.example.com",
+]
+
+
+def _full_parse(text: str) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from twitter_text import parse_tweet
+    return parse_tweet(text).weightedLength
+
+
+def _conformance_texts() -> list[str]:
+    sections = yaml.safe_load(CONFORMANCE.read_text())["tests"].values()
+    return [case["text"] for cases in sections for case in cases if isinstance(case, dict)]
+
+
+def test_the_ascii_short_cut_gives_the_full_parse_length() -> None:
+    rng = random.Random(20261204)
+    texts = [text for text in _conformance_texts() if text.isascii()]
+    texts += [
+        "".join(rng.choice(ASCII_PIECES) for _ in range(rng.randint(1, 40))) for _ in range(600)
+    ]
+    texts += [
+        "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 300)))
+        for _ in range(300)
+    ]
+    assert sum(bool(find_urls(text)) for text in texts) > 200  # URLs are well exercised
+    mismatched = [(t, weighted_length(t), _full_parse(t)) for t in texts if t.isascii()]
+    assert [m for m in mismatched if m[1] != m[2]] == []
 
 
 def check(text: str, *, recent: tuple[str, ...] = (), **settings) -> RejectReason | None:
