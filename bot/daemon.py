@@ -117,15 +117,15 @@ class Daemon:
         return 0
 
     def _preload_model(self) -> None:
-        """Load the published model before competing for the lease: a warm standby.
+        """Load the published model while competing for the lease: a warm standby.
 
         A standby that takes over from a dead daemon then answers at once instead of first
-        spending seconds importing a framework and loading weights.
+        spending seconds importing a framework and loading weights. In the background, so a
+        daemon restarted after a crash takes its dead predecessor's lease (and scrapes,
+        polls, reconciles) within a second rather than after the load; it answers mentions
+        once the model serves (the mentions job skips until then).
         """
-        try:
-            self.watcher.check()
-        except redis.RedisError as exc:
-            log.warning("redis.unavailable", error=str(exc), during="preload")
+        self.watcher.check_in_background()
 
     def _claim_volume(self) -> None:
         """Try for this volume's instance lock; getting it means its last holder is dead.
@@ -272,7 +272,7 @@ class Daemon:
             log.warning("daemon.jobs_abandoned", running=self._in_flight)
         self.abandoned_jobs = not drained
         if drained:  # an abandoned job may still be asking the worker; it dies with us anyway
-            self.service.close()
+            self.watcher.close()
         if self.launcher is not None:
             self.launcher.stop(TRAINER_STOP_SECONDS)
         try:

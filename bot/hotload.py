@@ -63,6 +63,12 @@ class CheckpointWatcher:
         # (dataset hash, n-gram length) -> the index built for it: versions retrained on the
         # same data share one index instead of re-reading and re-hashing the corpus.
         self._novelty: tuple[tuple[str, int], NoveltyIndex] | None = None
+        # Checks run one at a time: the start-up preload and the scheduler's checkpoint poll
+        # overlap, and two checks at once would start two workers for the same version.
+        self._checking = threading.Lock()
+        # Guards `_closed` and the swap: a load that ends after `close()` never serves.
+        self._swapping = threading.Lock()
+        self._closed = False
 
     def check(self) -> bool:
         """Load what `LATEST` names if it is new; True when a new version went into service.
@@ -71,8 +77,43 @@ class CheckpointWatcher:
         version that verifies, so one bad publish cannot keep the bot mute. With an older
         version serving (a standby that preloaded before the last good publish, then took
         over), a refused `LATEST` falls back to the newest good version newer than it, so a
-        failover does not quietly go back to an older model.
+        failover does not quietly go back to an older model. A check that finds another one
+        running waits for it, so it then sees what that one put into service.
         """
+        with self._checking:
+            return self._check()
+
+    def check_in_background(self) -> threading.Thread:
+        """Run a check on a thread of its own, holding the check lock from this call on.
+
+        The daemon's start-up preload: the daemon competes for the lease, and is ready as a
+        leader, while the worker imports its framework and loads the version (seconds),
+        instead of after. The lock is taken here, in the caller's thread, so a checkpoint
+        poll that the new leader's scheduler runs at once waits for this load (and its
+        retrain trigger then sees the model) instead of starting a second one.
+        """
+        self._checking.acquire()
+
+        def preload() -> None:
+            try:
+                self._check()
+            except Exception as exc:  # the checkpoint poll tries again; the daemon goes on
+                log.warning("hotload.preload_failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._checking.release()
+
+        thread = threading.Thread(target=preload, name="preload", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop the serving worker (the daemon is stopping); a load that ends later is
+        stopped too, never put into service."""
+        with self._swapping:
+            self._closed = True
+            self.service.close()
+
+    def _check(self) -> bool:
         from training.publish import list_versions, read_latest
 
         latest = read_latest(self.model_dir)
@@ -117,9 +158,14 @@ class CheckpointWatcher:
             metrics.MODEL_REFUSED.inc()
             log.error("hotload.refused", version=version, reason=reason)
             return False
-        old = self.service.swap(
-            LoadedModel(version=version, manifest=manifest, model=worker, novelty=novelty)
-        )
+        with self._swapping:
+            if self._closed:
+                worker.close()
+                log.info("hotload.abandoned", version=version, reason="the daemon is stopping")
+                return False
+            old = self.service.swap(
+                LoadedModel(version=version, manifest=manifest, model=worker, novelty=novelty)
+            )
         self.pool.discard()  # texts of the previous version must never be posted now
         self.state.set_current_model(version, asdict(manifest))
         metrics.MODEL_SWAPS.inc()

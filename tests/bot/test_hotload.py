@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
@@ -294,3 +295,26 @@ def test_the_novelty_index_holds_the_training_texts_as_the_trainer_cleaned_them(
     )
     assert watcher.check()
     assert service.current.novelty.copies(with_url)
+
+
+def test_a_check_during_the_preload_waits_for_it_instead_of_loading_again(
+    watcher: CheckpointWatcher,
+) -> None:
+    with capture_logs() as logs:
+        preload = watcher.check_in_background()
+        assert not watcher.check()  # waited: the version it would load already serves
+        preload.join(timeout=120)
+    assert watcher.service.current is not None
+    assert [e["event"] for e in logs].count("hotload.loading") == 1
+
+
+def test_a_load_that_ends_after_close_is_stopped_not_served(watcher: CheckpointWatcher) -> None:
+    """The daemon stops while its preload runs: the worker it started never serves."""
+    with capture_logs() as logs:
+        preload = watcher.check_in_background()
+        watcher.close()
+        preload.join(timeout=120)
+    assert not preload.is_alive() and watcher.service.current is None
+    assert "hotload.abandoned" in [e["event"] for e in logs]
+    (pid,) = [e["pid"] for e in logs if e["event"] == "worker.starting"]
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10, message="worker lives")

@@ -99,6 +99,39 @@ def test_first_start_trains_posts_replies_and_a_restart_does_not_answer_again(
     assert second.stop() == 0
 
 
+def test_a_daemon_leads_while_its_worker_loads_the_published_model(
+    write_config, daemons, trained_checkpoints
+) -> None:
+    """Regression: the preload ran before the lease, so a daemon restarted with a model took
+    the lease (and a dead predecessor's) only after its worker's framework import and load,
+    seconds on two cores. The first checkpoint poll must wait for the preload, not load the
+    same version a second time or queue a retrain as if there were no model."""
+    config = with_model(write_config(), trained_checkpoints)
+    daemon = daemons(config)
+    daemon.wait_for("hotload.swapped", timeout=120)
+    daemon.wait_for("post.published", timeout=60)  # checkpoint polls ran (every 1 s) meanwhile
+    events = [event["event"] for event in daemon.events()]
+    assert events.index("lease.acquired") < events.index("hotload.swapped"), events
+    assert len(daemon.named("hotload.loading")) == 1, daemon.named("hotload.loading")
+    assert not daemon.named("training.triggered")
+    assert daemon.stop() == 0
+
+
+def test_a_daemon_stopped_while_its_worker_loads_leaves_no_worker(
+    write_config, daemons, trained_checkpoints
+) -> None:
+    config = with_model(write_config(), trained_checkpoints)
+    daemon = daemons(config)
+    worker = daemon.wait_for("worker.starting", timeout=60)["pid"]
+    assert daemon.stop() == 0
+    wait_until(
+        lambda: not Path(f"/proc/{worker}").exists(),
+        timeout=10,
+        message=f"worker {worker} outlived its stopped daemon",
+    )
+    assert not daemon.named("hotload.swapped") or daemon.named("worker.stopped")
+
+
 def test_a_second_daemon_for_the_account_waits_and_takes_over(
     write_config, daemons, trained_checkpoints
 ) -> None:
@@ -139,7 +172,7 @@ def test_config_edits_apply_live_and_a_bad_edit_keeps_the_old_config(
     daemon = daemons(config)
     swapped = daemon.wait_for("hotload.swapped", timeout=120)
     url = daemon.wait_for("health.listening")["url"]
-    # The model is preloaded before the lease is taken: healthy once the scheduler runs too.
+    # Healthy once the model (preloaded beside the lease) serves and the scheduler runs.
     _, health = wait_until(
         lambda: (answer := http_get(url))[0] == 200 and answer,
         timeout=60,
