@@ -268,6 +268,96 @@ def opt_outs(
         typer.echo(f"@{entry.get('handle', '?')}\t{author_id}\tmention {entry.get('mention_id')}")
 
 
+review_app = typer.Typer(
+    help="The review queue: held replies, read and decided before they go out.",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
+ItemId = Annotated[str, typer.Argument(help="The item's id, as `review list` shows it.")]
+
+
+def _review(config: Path):  # -> bot.review.Review (imported lazily, like every command's deps)
+    from bot.review import Review
+    from bot.state import BotState, connect
+
+    settings = _load_or_exit(config)
+    return Review(settings, BotState(connect(settings), settings.account))
+
+
+@review_app.command("list")
+def review_list(
+    config: ConfigOption = DEFAULT_CONFIG,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """What waits for a decision, oldest first."""
+    from bot.review import write_jsonl
+
+    items = _review(config).held()
+    if as_json:
+        write_jsonl(items, sys.stdout)
+        return
+    if not items:
+        typer.echo("nothing is held")
+    for item in items:
+        mention = item.mention
+        typer.echo(f"{item.id}\t@{mention.get('author_handle', '?')}: {mention.get('text', '')}")
+        typer.echo(f"\treply: {item.text}")
+
+
+@review_app.command("approve")
+def review_approve(
+    item_id: ItemId,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Send this instead (it passes the filters too).")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Approve a held reply; the daemon holding the lease sends it at its next mentions poll."""
+    from bot.review import ReviewRefused
+
+    try:
+        item = _review(config).approve(item_id, text=text, by="cli")
+    except ReviewRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{item.id} approved{' (edited)' if item.edited else ''}: {item.final_text}")
+
+
+@review_app.command("reject")
+def review_reject(
+    item_id: ItemId,
+    reason: Annotated[str, typer.Option("--reason", help="Kept with the decision.")] = "",
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Reject a held reply: its mention stays unanswered."""
+    from bot.review import ReviewRefused
+
+    try:
+        item = _review(config).reject(item_id, reason=reason, by="cli")
+    except ReviewRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{item.id} rejected")
+
+
+@review_app.command("export")
+def review_export(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Every decision kept (approved, edited, rejected, expired) as JSON lines with its
+    provenance: material for tuning the filters or the model."""
+    review = _review(config)
+    if out is None:
+        review.export(sys.stdout)
+        return
+    with out.open("w", encoding="utf-8") as handle:
+        written = review.export(handle)
+    typer.echo(f"{written} decisions written to {out}", err=True)
+
+
 @app.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference (Markdown), generated from the config models."""

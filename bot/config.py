@@ -396,6 +396,42 @@ class RepliesConfig(_Strict):
         return cleaned
 
 
+ReviewMode = Literal["auto", "hold"]
+
+
+class ReviewConfig(_Strict):
+    """What waits for the operator's approval before it is posted (`parrotbot review`).
+
+    X's developer guidelines (2026) ask an app whose AI writes and posts replies to get X's
+    prior approval for it: until it has that, replies on X are held for a person to read.
+    """
+
+    replies: ReviewMode | None = Field(
+        default=None,
+        description="hold: each generated reply waits for `parrotbot review approve` (or the "
+        "console); auto: replies go out as generated. Unset: hold on platform.kind x (set auto "
+        "once X has approved the app for AI replies), auto elsewhere.",
+    )
+    expire_hours: Annotated[float, Field(gt=0)] = Field(
+        default=12, description="A held reply not decided within this long expires unsent."
+    )
+    keep_days: Annotated[int, Field(ge=1)] = Field(
+        default=90,
+        description="Decided items (approved, edited, rejected, expired) are kept this long "
+        "for `parrotbot review export`.",
+    )
+
+    def holds_replies(self, platform_kind: str) -> bool:
+        """Whether replies wait for approval on this platform (the one place the default is
+        resolved)."""
+        mode = self.replies if self.replies is not None else _default_reply_review(platform_kind)
+        return mode == "hold"
+
+
+def _default_reply_review(platform_kind: str) -> ReviewMode:
+    return "hold" if platform_kind == "x" else "auto"
+
+
 class LoggingConfig(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -427,6 +463,7 @@ class BotConfig(_Strict):
     redis: RedisConfig = RedisConfig()
     health: HealthConfig = HealthConfig()
     replies: RepliesConfig = RepliesConfig()
+    review: ReviewConfig = ReviewConfig()
     cleaning: CleaningOptions = CleaningOptions()
 
     @field_validator("targets", mode="before")

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from bot import jobs, metrics
 from bot.config import BotConfig, ConfigError, load_config
+from bot.filters import novelty_corpus
 from bot.generation import GenerationService
 from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
@@ -384,13 +385,7 @@ class Daemon:
         )
 
     def _training_texts(self) -> list[str]:
-        """The texts a post must not copy: the targets' datasets as the trainer sees them now,
-        cleaned with the config's `cleaning` options (the ones each training request carries).
-        """
-        from training.dataset import dataset_path, training_texts
-
-        paths = [dataset_path(self.config.data_dir, t.handle) for t in self.config.targets]
-        return training_texts([path for path in paths if path.exists()], self.config.cleaning)
+        return novelty_corpus(self.config)  # the config as it is now, edits applied
 
     def _build_platform(self) -> Platform:
         platform = self.config.platform

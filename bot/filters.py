@@ -18,7 +18,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from bot.config import FilterConfig
+from bot.config import BotConfig, FilterConfig
 
 MAX_WEIGHTED_LENGTH = 280
 # Placeholders the cleaning step puts where URLs and @mentions were; never posted as such.
@@ -147,6 +147,16 @@ class NoveltyIndex:
         )
 
 
+def novelty_corpus(config: BotConfig) -> list[str]:
+    """The texts a post must not copy: the targets' datasets as the trainer sees them now,
+    cleaned with the config's `cleaning` options (the ones each training request carries).
+    """
+    from training.dataset import dataset_path, training_texts
+
+    paths = [dataset_path(config.data_dir, target.handle) for target in config.targets]
+    return training_texts([path for path in paths if path.exists()], config.cleaning)
+
+
 def _ngrams(tokens: Sequence[str], n: int) -> Iterable[Sequence[str]]:
     return (tokens[i : i + n] for i in range(len(tokens) - n + 1))
 
@@ -166,7 +176,9 @@ class CandidateFilter:
             return Verdict(RejectReason.PLACEHOLDER, "cleaning placeholders are never posted")
         length = weighted_length(text)
         if length > MAX_WEIGHTED_LENGTH:
-            return Verdict(RejectReason.TOO_LONG, f"weighted length {length}")
+            return Verdict(
+                RejectReason.TOO_LONG, f"weighted length {length}, over X's {MAX_WEIGHTED_LENGTH}"
+            )
         if not self.settings.allow_mentions and (match := MENTION.search(text)):
             return Verdict(RejectReason.MENTION, match.group(0))
         if not self.settings.allow_urls and (urls := find_urls(text)):

@@ -14,13 +14,13 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot import metrics
 from bot.config import FilterConfig, GenerationConfig
-from bot.filters import CandidateFilter, NoveltyIndex
+from bot.filters import CandidateFilter, NoveltyIndex, RejectReason
 from bot.platform.base import Tweet
 
 if TYPE_CHECKING:
@@ -151,6 +151,33 @@ class GenerationService:
         """
         context = mention_prompt(mention.text, handle)
         return self._first(self.sample(self.settings.attempts, recent=recent, context=context))
+
+    def provenance(self, generated: Generated, batch: Batch) -> dict[str, Any]:
+        """Where a text came from, as a held item shows it to the operator: the version and
+        its manifest, the sampling settings, and what the filters made of its batch."""
+        loaded = self._current
+        found: dict[str, Any] = {"model_version": generated.model_version}
+        if loaded is not None and loaded.version == generated.model_version:
+            manifest = loaded.manifest
+            found |= {
+                "step": manifest.step,
+                "val_loss": manifest.val_loss,
+                "dataset_hash": manifest.dataset_hash,
+            }
+        skipped = {
+            RejectReason.MENTION: self.filters.allow_mentions,
+            RejectReason.URL: self.filters.allow_urls,
+            RejectReason.NOT_NOVEL: loaded is None or loaded.novelty is None,
+        }
+        return found | {
+            "sampling": self.settings.sampling(),
+            "filters": {
+                "passed": [str(reason) for reason in RejectReason if not skipped.get(reason)],
+                "batch_checked": batch.checked,
+                "batch_accepted": len(batch.accepted),
+                "batch_rejected": {str(k): v for k, v in batch.rejected.items()},
+            },
+        }
 
     @staticmethod
     def _first(batch: Batch | None) -> tuple[Generated | None, Batch | None]:

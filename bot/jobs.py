@@ -18,10 +18,11 @@ from bot.config import BotConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
 from bot.lease import Fence
+from bot.ledger.held import HeldLedger
 from bot.platform.base import Platform, PlatformError, User, platform_failed
 from bot.pool import TweetPool
 from bot.posting import post_scheduled, refill_pool
-from bot.replies import poll_mentions
+from bot.replies import poll_mentions, send_approved
 from bot.retrain import RetrainTriggers
 from bot.scrape import scrape_target
 from bot.state import BotState
@@ -115,7 +116,22 @@ class BotJobs:
         # With no post budget left, reading mentions would only spend the read budget.
         if self._writes_spent("mentions.skipped"):
             return
+        review = self.config.review
+        held = HeldLedger(
+            self.state,
+            keep_days=review.keep_days,
+            reply_keep_days=self.config.replies.keep_days,
+            fence=self.fence,
+        )
         try:
+            # Approved replies first (they were waiting already), even with review off now.
+            send_approved(
+                self.platform,
+                self.state,
+                held,
+                settings=self.config.replies,
+                expire_seconds=review.expire_hours * 3600,
+            )
             if self._me is None:
                 self._me = self.platform.me()
             poll_mentions(
@@ -126,6 +142,7 @@ class BotJobs:
                 settings=self.config.replies,
                 recent=self._recent(),
                 fence=self.fence,
+                held=held if review.holds_replies(self.config.platform.kind) else None,
             )
         except PlatformError as exc:
             platform_failed("mentions.failed", exc)

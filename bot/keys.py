@@ -46,6 +46,24 @@ class Keys:
     def reply(self, mention_id: str) -> str:
         return self._key("reply", mention_id)
 
+    # The review queue (bot/ledger/held.py): one hash per held item (its text, provenance,
+    # state and decision), and sorted sets of the ids held, approved (waiting to be sent)
+    # and decided (for export), each scored by when it got there.
+    def review_item(self, item_id: str) -> str:
+        return self._key("review", "item", item_id)
+
+    @property
+    def review_held(self) -> str:
+        return self._key("review", "held")
+
+    @property
+    def review_approved(self) -> str:
+        return self._key("review", "approved")
+
+    @property
+    def review_decided(self) -> str:
+        return self._key("review", "decided")
+
     # Stream of everything the bot posted (posts and replies), newest last.
     @property
     def posted(self) -> str:

@@ -38,9 +38,10 @@ import structlog
 
 from bot import metrics
 from bot.config import RepliesConfig
-from bot.generation import Generated, GenerationService, record_batch
+from bot.generation import Batch, Generated, GenerationService, record_batch
 from bot.lease import Fence
 from bot.ledger import CLAIM_SKIPS, ReplyClaim, ReplyLedger, ReplyLimits, ReplyOutcome
+from bot.ledger.held import HeldItem, HeldLedger, HoldAnswer, reply_item_id
 from bot.platform.base import (
     OutcomeUnknown,
     Platform,
@@ -80,7 +81,10 @@ def poll_mentions(
     settings: RepliesConfig | None = None,
     recent: Sequence[str] = (),
     fence: Fence | None = None,
+    held: HeldLedger | None = None,
 ) -> list[ReplyOutcome]:
+    """Answer the mentions after the cursor, oldest first; with `held`, hold each reply for
+    the operator instead of sending it (`review.replies: hold`)."""
     if service.current is None:
         log.info("mentions.skipped", reason="no_model_yet")
         return []
@@ -88,7 +92,15 @@ def poll_mentions(
     outcomes = []
     for mention in mentions:
         outcome = answer_mention(
-            platform, state, service, mention, me=me, settings=settings, fence=fence, recent=recent
+            platform,
+            state,
+            service,
+            mention,
+            me=me,
+            settings=settings,
+            fence=fence,
+            recent=recent,
+            held=held,
         )
         outcomes.append(outcome)
         metrics.REPLIES.labels(outcome=outcome).inc()
@@ -111,8 +123,10 @@ def answer_mention(
     settings: RepliesConfig | None = None,
     fence: Fence | None = None,
     recent: Sequence[str] = (),
+    held: HeldLedger | None = None,
 ) -> ReplyOutcome:
-    """One mention from poll to posted reply, in the order of the module docstring."""
+    """One mention from poll to posted reply, in the order of the module docstring; with
+    `held`, from poll to the reply held for the operator."""
     settings = settings or RepliesConfig()
     rules = ReplyRules(state, settings)
     ledger = ReplyLedger(state, keep_days=settings.keep_days, fence=fence)
@@ -123,6 +137,8 @@ def answer_mention(
 
     # ledger: what is known of this mention
     record = ledger.get(mention.id)
+    if record.held:  # the review queue has it, whatever became of it there
+        return ReplyOutcome.HELD
     if record.outcome:
         return ReplyOutcome.ALREADY_REPLIED
     if refusal is not None and (refusal.holds_on_retry or not record.is_open):
@@ -147,6 +163,9 @@ def answer_mention(
             ledger, settings, mention, limits, ReplyOutcome.NOT_READY, "no acceptable text"
         )
 
+    if held is not None and batch is not None and not record.is_open:
+        return _hold(held, service, mention, generated, batch)
+
     # ledger: the claim
     claim = ledger.claim(mention.id, generated.model_version, limits, retry=record.is_open)
     if claim is not ReplyClaim.CLAIMED:
@@ -154,6 +173,27 @@ def answer_mention(
 
     # platform, then ledger: the reply and its outcome
     return _send(platform, ledger, settings, mention, limits, generated)
+
+
+def _hold(
+    held: HeldLedger, service: GenerationService, mention: Tweet, generated: Generated, batch: Batch
+) -> ReplyOutcome:
+    """Hold the reply for the operator; the mention is settled for the poll from now on."""
+    answer = held.hold_reply(mention, generated.text, service.provenance(generated, batch))
+    if answer is HoldAnswer.FENCED:
+        log.warning("reply.fenced", mention_id=mention.id, reason="lease_lost")
+        return ReplyOutcome.FENCED
+    if answer is HoldAnswer.EXISTS:
+        return ReplyOutcome.HELD
+    log.info(
+        "reply.held",
+        mention_id=mention.id,
+        author=mention.author_handle,
+        item=reply_item_id(mention.id),
+        text=generated.text,
+        model_version=generated.model_version,
+    )
+    return ReplyOutcome.HELD
 
 
 def _refuse(
@@ -240,3 +280,83 @@ def _failed_attempt(
     ledger.record_outcome(mention.id, ReplyOutcome.GAVE_UP)
     log.warning("reply.gave_up", mention_id=mention.id, attempts=attempts, reason=reason)
     return ReplyOutcome.GAVE_UP
+
+
+def send_approved(
+    platform: Platform,
+    state: BotState,
+    held: HeldLedger,
+    *,
+    settings: RepliesConfig | None = None,
+    expire_seconds: float | None = None,
+) -> list[ReplyOutcome]:
+    """Send the held replies the operator approved, oldest approval first; expire first the
+    ones left undecided longer than `expire_seconds`.
+
+    Each goes through its mention's reply record like any reply: the claim (fenced, with the
+    opt-out and the limits checked now), the reply, the outcome. An approved item whose
+    earlier send may have gone out is looked for on the platform first, as a poll would.
+    Stops at the first that the platform or the lease holds back (a budget, a rate limit,
+    the network, a lost lease): the rest keep their order for the next poll.
+    """
+    settings = settings or RepliesConfig()
+    if expire_seconds is not None:
+        for item_id in held.expire_due(expire_seconds):
+            log.info("review.expired", item=item_id)
+    ledger = ReplyLedger(state, keep_days=settings.keep_days, fence=held.fence)
+    rules = ReplyRules(state, settings)
+    outcomes = []
+    for item in held.approved():
+        outcome = _send_approved_item(platform, held, ledger, rules, settings, item)
+        outcomes.append(outcome)
+        if outcome in (ReplyOutcome.DEFERRED, ReplyOutcome.FENCED):
+            break
+    return outcomes
+
+
+def _send_approved_item(
+    platform: Platform,
+    held: HeldLedger,
+    ledger: ReplyLedger,
+    rules: ReplyRules,
+    settings: RepliesConfig,
+    item: HeldItem,
+) -> ReplyOutcome:
+    mention = item.mention_tweet()
+    record = ledger.get(mention.id)
+    version = str(item.provenance.get("model_version", ""))
+    if record.outcome in (ReplyOutcome.REPLIED, ReplyOutcome.RECONCILED):
+        held.mark_sent(item.id, record.tweet_id)  # sent before; the item was not marked yet
+        return ReplyOutcome.ALREADY_REPLIED
+    limits = rules.limits(mention)
+    if record.is_open:  # an earlier send may have gone out: look before sending again
+        if record.age() < settings.reconcile_grace_seconds:
+            return ReplyOutcome.PENDING
+        existing = platform.find_reply(mention.id)
+        if existing is not None:
+            ledger.record_reply(
+                mention, existing, model_version=version, outcome=ReplyOutcome.RECONCILED
+            )
+            held.mark_sent(item.id, existing.id)
+            log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
+            return ReplyOutcome.RECONCILED
+        claim = ledger.claim(mention.id, version, limits, retry=True)
+    else:
+        claim = ledger.claim(mention.id, version, limits, held=True)
+    if claim is ReplyClaim.INTENT_EXISTS and not record.is_open:
+        # The record left the held outcome (it expired with `replies.keep_days`, or was
+        # settled by hand): nothing says the mention is still waiting for this reply.
+        held.mark_skipped(item.id, f"its reply record is no longer held ({record.outcome!r})")
+        return ReplyOutcome.ALREADY_REPLIED
+    if claim is not ReplyClaim.CLAIMED:
+        outcome = _not_claimed(mention, claim)
+        if outcome not in WAIT_OUTCOMES:
+            held.mark_skipped(item.id, str(outcome))
+        return outcome
+    approved = Generated(item.final_text, version)
+    outcome = _send(platform, ledger, settings, mention, limits, approved)
+    if outcome is ReplyOutcome.REPLIED:
+        held.mark_sent(item.id, ledger.get(mention.id).tweet_id)
+    elif outcome not in WAIT_OUTCOMES:  # X refused it for good, or it failed too often
+        held.mark_skipped(item.id, str(outcome))
+    return outcome

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-import bot.ledger
+import bot.ledger.slots
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
 from bot.hotload import CheckpointWatcher
@@ -187,7 +187,7 @@ def test_a_slot_closed_in_the_millisecond_it_opened_still_opens_the_next(
     written back as the same text, the closed slot would stay the current one, and every
     later firing would be refused as `slot_closed`."""
     frozen = SimpleNamespace(time=lambda: 1_800_000_000.0)
-    monkeypatch.setattr(bot.ledger, "time", frozen)
+    monkeypatch.setattr(bot.ledger.slots, "time", frozen)
     ledger = PostLedger(state)
     for outcome, text in ((SlotOutcome.RECONCILED, FIRST), (SlotOutcome.POSTED, SECOND)):
         slot = ledger.current()

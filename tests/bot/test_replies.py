@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,33 +10,20 @@ import redis
 
 from bot.config import FilterConfig, GenerationConfig
 from bot.generation import GenerationService
-from bot.hotload import CheckpointWatcher
 from bot.ledger import ReplyOutcome
 from bot.platform.local import LocalPlatform
 from bot.replies import answer_mention, poll_mentions
-from bot.state import BotState
+from tests.support.replies import add_mention as mention
+from tests.support.replies import replies_to, serving
 
 
 @pytest.fixture
 def setup(tmp_path: Path, trained_checkpoints: Path, redis_client: redis.Redis, account: str):
-    shutil.copytree(trained_checkpoints, tmp_path / "checkpoints")
-    state = BotState(redis_client, account)
-    service = GenerationService(GenerationConfig(max_length=60), FilterConfig())
-    assert CheckpointWatcher(
-        tmp_path / "checkpoints" / "char_rnn", "char_rnn", service, state
-    ).check()
-    platform = LocalPlatform(tmp_path / "local", handle="parrotbot")
-    platform.prepare()
-    return platform, state, service
-
-
-def mention(platform: LocalPlatform, mention_id: str, author: str = "alice") -> None:
-    with platform.mentions_path.open("a") as f:
-        f.write(f'{{"id": "{mention_id}", "author": "{author}", "text": "@parrotbot hi"}}\n')
+    return serving(tmp_path, trained_checkpoints, redis_client, account)
 
 
 def replies(platform: LocalPlatform, mention_id: str) -> int:
-    return platform.outbox_path.read_text().count(f'"in_reply_to_tweet_id": "{mention_id}"')
+    return len(replies_to(platform, mention_id))
 
 
 def test_each_mention_is_answered_once_and_the_cursor_follows(setup) -> None:

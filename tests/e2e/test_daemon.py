@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -130,6 +131,36 @@ def test_a_daemon_stopped_while_its_worker_loads_leaves_no_worker(
         message=f"worker {worker} outlived its stopped daemon",
     )
     assert not daemon.named("hotload.swapped") or daemon.named("worker.stopped")
+
+
+def test_a_held_reply_goes_out_once_as_the_operator_edited_it(
+    write_config, daemons, trained_checkpoints
+) -> None:
+    """`review.replies: hold` on a real daemon, decided through the CLI from another process."""
+    config = with_model(write_config(review={"replies": "hold"}), trained_checkpoints)
+    daemon = daemons(config)
+    daemon.wait_for("hotload.swapped", timeout=120)
+    append_mention(config, "9100000000000000001", "@parrotbot is time money?")
+    append_mention(config, "9100000000000000002", "@parrotbot and thrift?", author="bob")
+    held = daemon.wait_for("reply.held", lambda e: e["mention_id"].endswith("2"), timeout=60)
+    assert not replies_to(config, "9100000000000000001")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "bot.cli", "review", *args, "-c", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    listed = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
+    assert [item["id"] for item in listed] == ["reply-9100000000000000001", held["item"]]
+    edited = "Time is money, and so is sleep."
+    assert cli("approve", listed[0]["id"], "--text", edited).returncode == 0
+    assert cli("approve", listed[0]["id"]).returncode == 1  # a second tab: nothing more
+    assert cli("reject", held["item"], "--reason", "no").returncode == 0
+    sent = daemon.wait_for("reply.published", timeout=60)
+    assert sent["mention_id"] == "9100000000000000001" and sent["text"] == edited
+    daemon.wait_for("mentions.polled", after=len(daemon.events()), timeout=60)
+    assert [r["text"] for r in replies_to(config, "9100000000000000001")] == [edited]
+    assert replies_to(config, "9100000000000000002") == []
+    assert daemon.stop() == 0
 
 
 def test_a_second_daemon_for_the_account_waits_and_takes_over(

@@ -73,6 +73,9 @@ def x_config_data(data_dir: Path, account: str, redis_url: str, api_base_url: st
         },
     }
     data["replies"] = {"author_cooldown_seconds": 0, "reconcile_grace_seconds": 0}
+    # On X replies are held for the operator by default; these tests drive the reply path
+    # itself, as an app X has approved for AI replies runs it.
+    data["review"] = {"replies": "auto"}
     return data
 
 

@@ -1,0 +1,302 @@
+"""The review queue's held items: a reply that waits for the operator (see `bot.ledger`).
+
+An item is one hash, `keys.review_item(id)`: the model's text, its provenance, the mention it
+answers, and the operator's decision. Its id is the mention's (`reply-<mention id>`), so a
+mention is held at most once, however often it is polled. The item's state moves one way:
+
+    held ──approve──▶ approved ──the leader sends it──▶ sent | skipped
+      ├──reject───▶ rejected
+      └──expire───▶ expired (not decided within `review.expire_hours`)
+
+Each step is one Lua script that moves the state only from the one before, so two approvals
+(two tabs, two hosts) approve once, and an approval that races an expiry loses or wins whole.
+Holding sets the mention's reply record to the `held` outcome with the item's id in the same
+step: the mentions cursor moves past it, and the poll never answers it again. Rejecting or
+expiring settles that record (`declined`, `expired`); sending goes through the reply record's
+own claim (`ReplyLedger.claim(held=True)`: the lease, the opt-out and the limits checked at the
+moment of sending, not of holding), so an approved reply goes out exactly once, like any other.
+
+Sorted sets index the items by state, scored by when they got there: `review_held` (oldest
+first, what the operator reads), `review_approved` (what the leader sends next) and
+`review_decided` (what `parrotbot review export` writes). A decided item's hash expires after
+`review.keep_days`; the decided index is trimmed to the same window.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from string import Template
+from typing import Any
+
+from bot.lease import FENCE_CHECK, Fence, fence_args
+from bot.ledger.lua import lua_strings
+from bot.ledger.replies import ReplyOutcome
+from bot.ledger.slots import DAY_SECONDS
+from bot.platform.base import Tweet
+from bot.state import BotState
+
+
+class HeldState(StrEnum):
+    HELD = "held"  # waiting for the operator
+    APPROVED = "approved"  # decided: the leader sends it at its next mentions poll
+    REJECTED = "rejected"
+    EXPIRED = "expired"  # not decided within `review.expire_hours`
+    SENT = "sent"  # the reply went out (or was found on X after a lost answer)
+    SKIPPED = "skipped"  # approved, but not sendable when its turn came (an opt-out, a limit)
+
+
+# The states an operator's decision can no longer change.
+DECIDED = frozenset(HeldState) - {HeldState.HELD}
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    id: str
+    state: HeldState
+    text: str  # what the model wrote
+    final_text: str  # what goes out: the text, or the operator's edit
+    held_at: float
+    mention: dict[str, Any]  # the Tweet it answers, as `Tweet` fields
+    provenance: dict[str, Any] = field(default_factory=dict)
+    decided_at: float | None = None
+    decided_by: str = ""
+    reason: str = ""  # a rejection's reason, or why an approved item was skipped
+    tweet_id: str = ""  # the reply, once sent
+
+    @property
+    def kind(self) -> str:
+        return "reply"
+
+    @property
+    def edited(self) -> bool:
+        return self.state in DECIDED and self.final_text != self.text
+
+    @property
+    def mention_id(self) -> str:
+        return str(self.mention["id"])
+
+    def mention_tweet(self) -> Tweet:
+        return Tweet(**self.mention)
+
+    def as_json(self) -> dict[str, Any]:
+        """The item as `review list --json` and `review export` write it."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": str(self.state),
+            "text": self.text,
+            "final_text": self.final_text,
+            "edited": self.edited,
+            "held_at": self.held_at,
+            "decided_at": self.decided_at,
+            "decided_by": self.decided_by,
+            "reason": self.reason,
+            "tweet_id": self.tweet_id,
+            "mention": self.mention,
+            "provenance": self.provenance,
+        }
+
+
+class HoldAnswer(StrEnum):
+    HELD = "held"
+    EXISTS = "exists"  # the mention was held before: one item per mention
+    FENCED = "fenced"  # the lease is no longer ours: nothing held (FENCE_CHECK's answer)
+
+
+def reply_item_id(mention_id: str) -> str:
+    return f"reply-{mention_id}"
+
+
+# KEYS: lease, the item, the held index, the mention's reply record.
+# ARGV: fence token, item id, held_at, text, mention JSON, provenance JSON, reply record ttl.
+_HOLD = FENCE_CHECK + Template("""
+if redis.call('EXISTS', KEYS[2]) == 1 then return $HoldAnswer_EXISTS end
+redis.call('HSET', KEYS[2], 'state', $HeldState_HELD, 'text', ARGV[4], 'final_text', ARGV[4],
+           'held_at', ARGV[3], 'mention', ARGV[5], 'provenance', ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[4], 'outcome', $ReplyOutcome_HELD, 'held', ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[7])
+return $HoldAnswer_HELD
+""").substitute(lua_strings(HeldState, ReplyOutcome, HoldAnswer))
+
+# An operator's decision, or an expiry: only a held item moves; the answer is the state found.
+# KEYS: the item, the held index, the index it moves to, the decided index, the reply record
+# ('' when the record stays as it is: an approval, which the send settles).
+# ARGV: new state, decided_at, final text ('' keeps it), decided_by, reason, item id,
+# the record's outcome ('' with no record), item ttl, record ttl.
+_DECIDE = Template("""
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= $HeldState_HELD then return state or '' end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'decided_at', ARGV[2], 'decided_by', ARGV[4],
+           'reason', ARGV[5])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'final_text', ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('ZREM', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[6])
+if KEYS[3] ~= KEYS[4] then redis.call('ZADD', KEYS[4], ARGV[2], ARGV[6]) end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[5], 'outcome', ARGV[7])
+  redis.call('EXPIRE', KEYS[5], ARGV[9])
+end
+return state
+""").substitute(lua_strings(HeldState))
+
+
+class HeldLedger:
+    """The held items of one account (see the module docstring).
+
+    `reply_ttl` is the reply records' TTL (`replies.keep_days`), renewed on every write to a
+    record; `keep_days` (`review.keep_days`) is how long a decided item is kept for export.
+    """
+
+    def __init__(
+        self, state: BotState, *, keep_days: int, reply_keep_days: int, fence: Fence | None = None
+    ) -> None:
+        self.state = state
+        self.fence = fence
+        self.item_ttl = keep_days * DAY_SECONDS
+        self.reply_ttl = reply_keep_days * DAY_SECONDS
+
+    # --- the leader's side: hold, send, expire ---------------------------------------
+    def hold_reply(self, mention: Tweet, text: str, provenance: dict[str, Any]) -> HoldAnswer:
+        """Hold `text` as the reply to `mention`, unless it was held before or the lease is
+        no longer this daemon's."""
+        keys = self.state.keys
+        item_id = reply_item_id(mention.id)
+        lease_key, token = fence_args(self.fence, keys.lease)
+        answer = self.state.redis.eval(
+            _HOLD,
+            4,
+            lease_key,
+            keys.review_item(item_id),
+            keys.review_held,
+            keys.reply(mention.id),
+            token,
+            item_id,
+            f"{time.time():.3f}",
+            text,
+            json.dumps(asdict(mention)),
+            json.dumps(provenance, default=str),
+            self.reply_ttl,
+        )
+        return HoldAnswer(answer.decode() if isinstance(answer, bytes) else answer)
+
+    def approved(self) -> list[HeldItem]:
+        """The approved items not yet sent, in the order they were approved."""
+        ids = self.state.redis.zrange(self.state.keys.review_approved, 0, -1)
+        return [item for item in map(self.get, ids) if item is not None]
+
+    def mark_sent(self, item_id: str, tweet_id: str) -> None:
+        self._settle(item_id, HeldState.SENT, tweet_id=tweet_id)
+
+    def mark_skipped(self, item_id: str, reason: str) -> None:
+        self._settle(item_id, HeldState.SKIPPED, reason=reason)
+
+    def expire_due(self, expire_seconds: float, now: float | None = None) -> list[str]:
+        """Expire the items held longer than `expire_seconds`; their ids. Also trims the
+        decided index to `keep_days` (the hashes expire by themselves)."""
+        now = time.time() if now is None else now
+        keys = self.state.keys
+        due = self.state.redis.zrangebyscore(keys.review_held, "-inf", now - expire_seconds)
+        expired = [
+            item_id
+            for item_id in due
+            if self._decide(item_id, HeldState.EXPIRED, by="expiry", outcome=ReplyOutcome.EXPIRED)
+            == HeldState.HELD
+        ]
+        self.state.redis.zremrangebyscore(keys.review_decided, "-inf", now - self.item_ttl)
+        return expired
+
+    # --- the operator's side: read, approve, reject ----------------------------------
+    def get(self, item_id: str) -> HeldItem | None:
+        record = self.state.redis.hgetall(self.state.keys.review_item(item_id))
+        if not record:
+            return None
+        decided_at = record.get("decided_at")
+        return HeldItem(
+            id=item_id,
+            state=HeldState(record["state"]),
+            text=record.get("text", ""),
+            final_text=record.get("final_text", ""),
+            held_at=float(record.get("held_at", 0)),
+            mention=json.loads(record.get("mention", "{}")),
+            provenance=json.loads(record.get("provenance", "{}")),
+            decided_at=float(decided_at) if decided_at else None,
+            decided_by=record.get("decided_by", ""),
+            reason=record.get("reason", ""),
+            tweet_id=record.get("tweet_id", ""),
+        )
+
+    def held(self, offset: int = 0, count: int = -1) -> list[HeldItem]:
+        """Held items, oldest first (`count` -1: all from `offset`)."""
+        end = -1 if count < 0 else offset + count - 1
+        ids = self.state.redis.zrange(self.state.keys.review_held, offset, end)
+        return [item for item in map(self.get, ids) if item is not None]
+
+    def held_count(self) -> int:
+        return int(self.state.redis.zcard(self.state.keys.review_held))
+
+    def decided(self) -> list[HeldItem]:
+        """Every decided item still kept, oldest decision first."""
+        ids = self.state.redis.zrange(self.state.keys.review_decided, 0, -1)
+        return [item for item in map(self.get, ids) if item is not None]
+
+    def approve(self, item_id: str, *, text: str | None = None, by: str) -> str:
+        """Approve a held item, with `text` in place of the model's; the state it was in
+        (`held` means this call approved it; anything else: nothing changed)."""
+        return self._decide(item_id, HeldState.APPROVED, by=by, text=text or "")
+
+    def reject(self, item_id: str, *, reason: str = "", by: str) -> str:
+        """Reject a held item (its mention is settled unanswered); the state it was in."""
+        return self._decide(
+            item_id, HeldState.REJECTED, by=by, reason=reason, outcome=ReplyOutcome.DECLINED
+        )
+
+    # --- the scripts' callers ------------------------------------------------------------
+    def _decide(
+        self,
+        item_id: str,
+        to: HeldState,
+        *,
+        by: str,
+        text: str = "",
+        reason: str = "",
+        outcome: ReplyOutcome | None = None,
+    ) -> str:
+        keys = self.state.keys
+        target = keys.review_approved if to is HeldState.APPROVED else keys.review_decided
+        mention_id = item_id.removeprefix("reply-")
+        answer = self.state.redis.eval(
+            _DECIDE,
+            5,
+            keys.review_item(item_id),
+            keys.review_held,
+            target,
+            keys.review_decided,
+            keys.reply(mention_id),
+            str(to),
+            f"{time.time():.3f}",
+            text,
+            by,
+            reason,
+            item_id,
+            str(outcome) if outcome is not None else "",
+            self.item_ttl,
+            self.reply_ttl,
+        )
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+    def _settle(self, item_id: str, to: HeldState, *, tweet_id: str = "", reason: str = "") -> None:
+        """An approved item's end: sent or skipped, out of the approved index."""
+        keys = self.state.keys
+        fields = {"state": str(to), **({"tweet_id": tweet_id} if tweet_id else {})}
+        if reason:
+            fields["reason"] = reason
+        pipe = self.state.redis.pipeline(transaction=True)
+        pipe.hset(keys.review_item(item_id), mapping=fields)
+        pipe.expire(keys.review_item(item_id), self.item_ttl)
+        pipe.zrem(keys.review_approved, item_id)
+        pipe.execute()
