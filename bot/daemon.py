@@ -31,6 +31,7 @@ from bot.health import Health, HealthServer
 from bot.hotload import CheckpointWatcher
 from bot.instance_lock import LOCK_FILE_NAME, InstanceLock
 from bot.lease import Lease
+from bot.ledger.held import HeldLedger
 from bot.platform.base import Platform, PlatformError
 from bot.platform.budgets import Budgets
 from bot.platform.local import LocalPlatform
@@ -368,12 +369,18 @@ class Daemon:
             x = self.config.platform.x
             budgets = Budgets(client, self.state.keys, x.budgets, x.prices)
         collectors = [
-            RedisStateCollector(client, queue, budgets),
+            RedisStateCollector(client, queue, budgets, review=self._held_ledger()),
             metrics.WorkerCollector(self.service.worker_stats),
         ]
         for collector in collectors:
             REGISTRY.register(collector)
         return collectors
+
+    def _held_ledger(self) -> HeldLedger:
+        review = self.config.review
+        return HeldLedger(
+            self.state, keep_days=review.keep_days, reply_keep_days=self.config.replies.keep_days
+        )
 
     def _health(self) -> Health:
         current = self.service.current

@@ -1,4 +1,4 @@
-"""Gauges read from Redis when Prometheus scrapes: budgets left, X spend, retrain queue depth.
+"""Gauges read from Redis at scrape time: budgets left, X spend, retrain and review queues.
 
 These numbers live in Redis and change in other processes (a second daemon's spending, the
 launcher moving jobs), so a gauge set by this process would go stale. A collector reads
@@ -15,6 +15,7 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from bot.ledger.held import HeldLedger
 from bot.platform.budgets import Budgets
 from infra.job import JobState
 from infra.retrain_queue import RetrainQueue
@@ -26,12 +27,20 @@ _OPEN_STATES = tuple(state for state in JobState if not state.terminal)
 
 
 class RedisStateCollector(Collector):
-    """Budgets (None on the local platform, which spends nothing) and the retrain queue."""
+    """Budgets (None on the local platform, which spends nothing), the retrain queue and,
+    given one, the review queue."""
 
-    def __init__(self, client: redis.Redis, queue: RetrainQueue, budgets: Budgets | None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        queue: RetrainQueue,
+        budgets: Budgets | None,
+        review: HeldLedger | None = None,
+    ) -> None:
         self.client = client
         self.queue = queue
         self.budgets = budgets
+        self.review = review
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("parrotbot_redis_up", "1 when Redis answered this scrape.")
@@ -53,6 +62,15 @@ class RedisStateCollector(Collector):
         for state in _OPEN_STATES:
             depth.add_metric([state.value], self.queue.count_in_state(state))
         yield depth
+        if self.review is not None:
+            review = GaugeMetricFamily(
+                "parrotbot_review_items",
+                "Review queue: replies held for a decision, and approved ones not yet sent.",
+                labels=["state"],
+            )
+            review.add_metric(["held"], self.review.held_count())
+            review.add_metric(["approved"], self.review.approved_count())
+            yield review
         if self.budgets is None:
             return
         left = GaugeMetricFamily(

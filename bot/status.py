@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
 from bot.ledger import reply_backlog
+from bot.ledger.held import HeldLedger
 from bot.replies import MENTIONS_CURSOR
 from bot.rules import opted_out_authors
 from bot.state import BotState
@@ -66,6 +67,7 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
         "new_tweets_since_training": int(redis.get(state.keys.new_tweets_since_training) or 0),
         "mentions_cursor": state.cursor(MENTIONS_CURSOR),
         **_reply_records(state),
+        "review": _review_queue(config, state),
         "opted_out": sorted(
             str(entry.get("handle", author_id))
             for author_id, entry in opted_out_authors(state).items()
@@ -108,6 +110,18 @@ def _reply_records(state: BotState) -> dict[str, int]:
     return {
         "replies_awaiting_outcome": backlog.awaiting_outcome,
         "replies_gave_up": backlog.gave_up,
+    }
+
+
+def _review_queue(config: BotConfig, state: BotState) -> dict[str, Any]:
+    held = HeldLedger(
+        state, keep_days=config.review.keep_days, reply_keep_days=config.replies.keep_days
+    )
+    holds = config.review.holds_replies(config.platform.kind)
+    return {
+        "replies": "hold" if holds else "auto",
+        "held": held.held_count(),
+        "approved_waiting": held.approved_count(),
     }
 
 
@@ -194,6 +208,7 @@ def render(status: dict[str, Any]) -> Any:
                 ("mentions cursor", status["mentions_cursor"]),
                 ("replies awaiting an outcome", status["replies_awaiting_outcome"]),
                 ("mentions given up", status["replies_gave_up"]),
+                ("review queue", _review_line(status["review"])),
                 ("opted out of replies", _handles(status["opted_out"])),
                 ("new tweets since training", status["new_tweets_since_training"]),
                 ("filtered", _filters(status["filters"])),
@@ -209,6 +224,11 @@ def render(status: dict[str, Any]) -> Any:
         ),
     ]
     return Group(*parts)
+
+
+def _review_line(review: dict[str, Any]) -> str:
+    line = f"{review['held']} held, {review['approved_waiting']} approved to send"
+    return f"{line} (replies: {review['replies']})"
 
 
 def _worker_line(worker: dict[str, Any]) -> str:

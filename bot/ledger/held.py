@@ -185,9 +185,20 @@ class HeldLedger:
         return HoldAnswer(answer.decode() if isinstance(answer, bytes) else answer)
 
     def approved(self) -> list[HeldItem]:
-        """The approved items not yet sent, in the order they were approved."""
-        ids = self.state.redis.zrange(self.state.keys.review_approved, 0, -1)
-        return [item for item in map(self.get, ids) if item is not None]
+        """The approved items not yet sent, in the order they were approved (an id whose
+        hash expired, unsent for `keep_days`, leaves the index)."""
+        keys = self.state.keys
+        items = []
+        for item_id in self.state.redis.zrange(keys.review_approved, 0, -1):
+            item = self.get(item_id)
+            if item is None:
+                self.state.redis.zrem(keys.review_approved, item_id)
+            else:
+                items.append(item)
+        return items
+
+    def approved_count(self) -> int:
+        return int(self.state.redis.zcard(self.state.keys.review_approved))
 
     def mark_sent(self, item_id: str, tweet_id: str) -> None:
         self._settle(item_id, HeldState.SENT, tweet_id=tweet_id)

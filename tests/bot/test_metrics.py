@@ -8,10 +8,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from bot.config import XBudgetsConfig, XPricesConfig
 from bot.keys import Keys
-from bot.platform.base import RateLimited
+from bot.ledger.held import HeldLedger
+from bot.platform.base import RateLimited, Tweet
 from bot.platform.budgets import Budgets, Spend
 from bot.platform.x_session import endpoint_name
 from bot.redis_metrics import RedisStateCollector
+from bot.state import BotState
 from infra.retrain_queue import RetrainQueue
 from tests.support.retrain import job_spec
 from tests.support.x_emulator import MENTIONS
@@ -47,6 +49,19 @@ def test_budget_remaining_spend_and_queue_depth_are_read_at_scrape_time(
     assert 'parrotbot_x_budget_remaining{budget="posts_per_month"} 98.0' in after
     assert 'parrotbot_x_spend_usd{period="day"} 0.5' in after
     assert 'parrotbot_retrain_jobs{state="queued"} 1.0' in after
+
+
+def test_the_review_queue_is_counted_at_scrape_time(redis_client: redis.Redis, account: str):
+    held = HeldLedger(BotState(redis_client, account), keep_days=1, reply_keep_days=1)
+    collector = RedisStateCollector(redis_client, RetrainQueue(redis_client, account), None, held)
+    assert 'parrotbot_review_items{state="held"} 0.0' in scrape(collector)
+    for number in ("1", "2"):
+        mention = Tweet(id=number, text="@bot hi", author_id="9", author_handle="a", created_at="")
+        held.hold_reply(mention, "a reply", {})
+    held.approve("reply-1", by="test")
+    text = scrape(collector)
+    assert 'parrotbot_review_items{state="held"} 1.0' in text
+    assert 'parrotbot_review_items{state="approved"} 1.0' in text
 
 
 def test_a_scrape_while_redis_is_down_says_so_instead_of_failing(account: str) -> None:

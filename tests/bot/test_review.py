@@ -232,3 +232,15 @@ def test_the_cli_lists_approves_and_rejects(setup, config_file) -> None:
     assert rejected.exit_code == 0
     assert [held.get(i).state for i in (first, second)] == [HeldState.APPROVED, HeldState.REJECTED]
     assert yaml.safe_load(Path(path).read_text())["review"] == {"replies": "hold"}
+
+
+def test_status_counts_the_queue(setup, config_file) -> None:
+    first = hold(setup, "100")
+    hold(setup, "101", author="bob")
+    _platform, _state, _service, held = setup
+    held.approve(first, by="test")
+    runner = CliRunner()
+    report = json.loads(runner.invoke(app, ["status", "--json", "-c", str(config_file)]).stdout)
+    assert report["review"] == {"replies": "hold", "held": 1, "approved_waiting": 1}
+    screen = runner.invoke(app, ["status", "-c", str(config_file)]).stdout
+    assert "1 held, 1 approved to send (replies: hold)" in screen
