@@ -123,10 +123,11 @@ return $HoldAnswer_HELD
 """).substitute(lua_strings(HeldState, ReplyOutcome, HoldAnswer))
 
 # An operator's decision, or an expiry: only a held item moves; the answer is the state found.
-# KEYS: the item, the held index, the index it moves to, the decided index, the reply record
-# ('' when the record stays as it is: an approval, which the send settles).
-# ARGV: new state, decided_at, final text ('' keeps it), decided_by, reason, item id,
-# the record's outcome ('' with no record), item ttl, record ttl.
+# KEYS: the item, the held index, the index it moves to, the decided index, the mention's
+# reply record.
+# ARGV: new state, decided_at, final text ('' keeps it), decided_by, reason, item id, the
+# record's new outcome ('' leaves the record as it is: an approval, which the send settles),
+# item ttl, record ttl.
 _DECIDE = Template("""
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= $HeldState_HELD then return state or '' end
