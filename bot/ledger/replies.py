@@ -105,8 +105,12 @@ class ReplyRecord:
 _CLAIM_REPLY = FENCE_CHECK + Template("""
 local retry = ARGV[4] == '1'
 if ARGV[4] == 'held' then
-  if redis.call('HGET', KEYS[2], 'outcome') ~= $ReplyOutcome_HELD
-     or redis.call('HEXISTS', KEYS[2], 'intent_at') == 1 then
+  -- Held, or held and then released (a send that surely did not go out: the record keeps
+  -- its `held` item id with neither an outcome nor an intent).
+  local outcome = redis.call('HGET', KEYS[2], 'outcome')
+  if redis.call('HEXISTS', KEYS[2], 'intent_at') == 1
+     or redis.call('HEXISTS', KEYS[2], 'held') == 0
+     or (outcome and outcome ~= $ReplyOutcome_HELD) then
     return $ReplyClaim_INTENT_EXISTS
   end
   redis.call('HDEL', KEYS[2], 'outcome')

@@ -244,3 +244,19 @@ def test_status_counts_the_queue(setup, config_file) -> None:
     assert report["review"] == {"replies": "hold", "held": 1, "approved_waiting": 1}
     screen = runner.invoke(app, ["status", "-c", str(config_file)]).stdout
     assert "1 held, 1 approved to send (replies: hold)" in screen
+
+
+def test_an_approved_reply_whose_send_was_deferred_goes_out_at_the_next_poll(setup, config) -> None:
+    """Regression (chaos suite, a 429 storm): a deferred send releases its claim, and the
+    record, no longer `held`, refused the next claim: the approved reply was never sent."""
+    platform, state, _service, held = setup
+    item_id = hold(setup)
+    Review(config, state).approve(item_id, by="test")
+    mention = held.get(item_id).mention_tweet()
+    limits = ReplyRules(state, config.replies).limits(mention)
+    ledger = ReplyLedger(state, keep_days=60)
+    assert ledger.claim(mention.id, "v", limits, held=True) is ReplyClaim.CLAIMED
+    ledger.release(mention.id, limits)  # what a 429 on the POST does
+    assert send(setup) == [ReplyOutcome.REPLIED]
+    assert len(replies_to(platform, "100")) == 1
+    assert held.get(item_id).state is HeldState.SENT

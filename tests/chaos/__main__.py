@@ -127,6 +127,7 @@ def _run(world: World, began: float) -> dict[str, Any]:
     verdict = run.drain()
     run.stop_feed.set()
     run.stop_watch.set()
+    run.operator.stop.set()
     exits = pool.stop_all()
     launcher_exits = {la.name: la.stop() for la in world.launchers if not la.killed}
     # Every process that wrote these logs has exited: their last lines are on disk.
@@ -203,9 +204,17 @@ def _results(
         }
     failed_checks = sum(1 for info in faults.values() if info["verified"] is False)
     unexpected = pool.unexpected_exits()
+    operator = run.operator
+    edits_changed = [
+        mention_id
+        for mention_id, edit in operator.edited.items()
+        if (texts := world.bot_reply_texts(mention_id)) and set(texts) != {edit}
+    ]
     zero = must_be_zero(
         verdict,
         leaks,
+        second_approvals_accepted=operator.second_approvals_accepted,
+        edited_replies_not_as_approved=len(edits_changed),
         unclean_exits=sum(1 for code in exits.values() if code != 0)
         + sum(1 for code in launcher_exits.values() if code != 0)
         + len(unexpected),
@@ -227,6 +236,8 @@ def _results(
             "unreconciled": verdict.unreconciled,
             "daemons_started": len(pool.daemons),
             "leader_wait_timeouts": killer.leader_timeouts,
+            "approved": len(operator.approved),
+            "approved_edited": len(operator.edited),
         },
         "must_be_zero": zero,
         "problems": {
@@ -238,6 +249,7 @@ def _results(
             "daemon_exit_codes": exits,
             "launcher_exit_codes": launcher_exits,
             "unexpected_exits": [d.number for d in unexpected],
+            "edited_replies_not_as_approved": edits_changed,
         },
         "timing": {
             "wall_s": round(time.monotonic() - began),

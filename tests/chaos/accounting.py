@@ -22,6 +22,9 @@ RULE_OUTCOMES = {
     "skipped_author_cooldown": "author cooldown",
     "rejected": "refused by X",
     "gave_up": "gave up after replies.max_attempts",
+    # A held reply's limits are checked when it is sent: an author who opted out after the
+    # mention (eligible when made) and before the approval went out gets nothing.
+    "skipped_opted_out": "opted out before the held reply was sent",
 }
 ANSWERED_OUTCOMES = ("replied", "reconciled")
 BUDGET_REASON = "budget spent"

@@ -26,6 +26,7 @@ from infra.retrain_queue import RetrainQueue
 from tests.chaos import checkpoints
 from tests.chaos.accounting import BotReply, Verdict, judge
 from tests.chaos.killer import Killer
+from tests.chaos.operator import Operator
 from tests.chaos.processes import http_health
 from tests.chaos.world import World
 from tests.support.aws import publish_to_s3
@@ -77,11 +78,13 @@ class Run:
             seed=world.settings.seed,
         )
         world.emulator.hooks.append(self.killer.hook)
+        self.operator = Operator(config, world.redis.client())
 
     # --- background threads -------------------------------------------------------------
     def start_threads(self) -> None:
         for target, name in ((self._feed, "feed"), (self._watch, "health-watch")):
             threading.Thread(target=target, name=name, daemon=True).start()
+        self.operator.start()
 
     def _feed(self) -> None:
         """Mentions keep arriving; held back near the post cap so the budget phase decides."""

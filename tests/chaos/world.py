@@ -185,6 +185,9 @@ class World:
             "author_cooldown_seconds": 0,
             "reconcile_grace_seconds": 0,
         }
+        # Every reply waits for the suite's operator (tests/chaos/operator.py): approvals are
+        # decided while the daemons are killed, and must still go out once each.
+        data["review"] = {"replies": "hold"}
         data["training"] = {
             "backend": "aws",
             "launcher": "external",
@@ -268,6 +271,11 @@ class World:
             for target in post.references("replied_to"):
                 found.append((post.id, target))
         return found
+
+    def bot_reply_texts(self, mention_id: str) -> list[str]:
+        """The texts of the bot's replies to `mention_id` that X holds."""
+        bot = self.emulator.bot.id
+        return [p.text for p in self.emulator.replies_to(mention_id) if p.author_id == bot]
 
     def bot_post_count(self) -> int:
         return len(self._bot_posts())
