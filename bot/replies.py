@@ -40,7 +40,14 @@ from bot import metrics
 from bot.config import RepliesConfig
 from bot.generation import Batch, Generated, GenerationService, record_batch
 from bot.lease import Fence
-from bot.ledger import CLAIM_SKIPS, ReplyClaim, ReplyLedger, ReplyLimits, ReplyOutcome
+from bot.ledger import (
+    CLAIM_SKIPS,
+    ReplyClaim,
+    ReplyLedger,
+    ReplyLimits,
+    ReplyOutcome,
+    ReplyRecord,
+)
 from bot.ledger.held import HeldItem, HeldLedger, HoldAnswer, reply_item_id
 from bot.platform.base import (
     OutcomeUnknown,
@@ -144,16 +151,9 @@ def answer_mention(
     if refusal is not None and (refusal.holds_on_retry or not record.is_open):
         return _refuse(state, rules, ledger, mention, refusal)
     if record.is_open:  # an earlier attempt may have gone out: look before sending again
-        if record.age() < settings.reconcile_grace_seconds:
-            return ReplyOutcome.PENDING
-        existing = platform.find_reply(mention.id)
-        if existing is not None:
-            ledger.record_reply(
-                mention, existing, model_version=record.model_version,
-                outcome=ReplyOutcome.RECONCILED,
-            )  # fmt: skip
-            log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
-            return ReplyOutcome.RECONCILED
+        looked = _reconcile(platform, ledger, settings, mention, record, record.model_version)
+        if looked is not None:
+            return looked
 
     # generation: the text, its batch counted
     generated, batch = service.generate_reply(mention, handle=me.handle, recent=recent)
@@ -173,6 +173,26 @@ def answer_mention(
 
     # platform, then ledger: the reply and its outcome
     return _send(platform, ledger, settings, mention, limits, generated)
+
+
+def _reconcile(
+    platform: Platform,
+    ledger: ReplyLedger,
+    settings: RepliesConfig,
+    mention: Tweet,
+    record: ReplyRecord,
+    version: str,
+) -> ReplyOutcome | None:
+    """An open record's reply looked for on the platform (after the grace): PENDING within
+    it, RECONCILED (recorded) when found, None when surely not sent (try again)."""
+    if record.age() < settings.reconcile_grace_seconds:
+        return ReplyOutcome.PENDING
+    existing = platform.find_reply(mention.id)
+    if existing is None:
+        return None
+    ledger.record_reply(mention, existing, model_version=version, outcome=ReplyOutcome.RECONCILED)
+    log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
+    return ReplyOutcome.RECONCILED
 
 
 def _hold(
@@ -330,16 +350,11 @@ def _send_approved_item(
         return ReplyOutcome.ALREADY_REPLIED
     limits = rules.limits(mention)
     if record.is_open:  # an earlier send may have gone out: look before sending again
-        if record.age() < settings.reconcile_grace_seconds:
-            return ReplyOutcome.PENDING
-        existing = platform.find_reply(mention.id)
-        if existing is not None:
-            ledger.record_reply(
-                mention, existing, model_version=version, outcome=ReplyOutcome.RECONCILED
-            )
-            held.mark_sent(item.id, existing.id)
-            log.info("reply.reconciled", mention_id=mention.id, tweet_id=existing.id)
-            return ReplyOutcome.RECONCILED
+        looked = _reconcile(platform, ledger, settings, mention, record, version)
+        if looked is ReplyOutcome.RECONCILED:
+            held.mark_sent(item.id, ledger.get(mention.id).tweet_id)
+        if looked is not None:
+            return looked
         claim = ledger.claim(mention.id, version, limits, retry=True)
     else:
         claim = ledger.claim(mention.id, version, limits, held=True)
