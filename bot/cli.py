@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,7 +60,7 @@ def run(config: ConfigOption = DEFAULT_CONFIG) -> None:
 
     settings = _load_or_exit(config)
     configure_logging(settings.logging.level)
-    daemon = Daemon(settings, config.resolve())
+    daemon = Daemon(settings, config.resolve(), show_login=_login_shower())
     code = daemon.run()
     if daemon.abandoned_jobs:
         # A job thread is still inside a long call; everything it does is crash-safe, so
@@ -236,6 +237,49 @@ def status(
     from rich.console import Console
 
     Console().print(render(report))
+
+
+def _show_login(url: str) -> None:
+    typer.echo(f"console: open {url}", err=True)
+
+
+def _login_shower() -> Callable[[str], None] | None:
+    """The console's login link holds its token: show it on a terminal, never in a log
+    (a daemon under a process manager writes stderr to its logs; the token is in
+    data_dir/console.token there)."""
+    return _show_login if sys.stderr.isatty() else None
+
+
+@app.command()
+def console(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Serve the web console on its own, until Ctrl-C (for a host that runs no daemon).
+
+    The login link is shown once at start, on stderr; the token lives in
+    data_dir/console.token. Served even when `console.enabled` is false: that setting is
+    about the daemon.
+    """
+    import threading
+
+    from bot.console.server import ConsoleServer
+    from bot.daemon import install_stop_signals
+    from bot.logging import configure_logging
+    from bot.state import BotState, connect
+
+    settings = _load_or_exit(config)
+    configure_logging(settings.logging.level)
+    server = ConsoleServer(settings, lambda: BotState(connect(settings), settings.account))
+    stop = threading.Event()
+    install_stop_signals(stop)
+    try:
+        server.start()
+    except OSError as exc:
+        typer.echo(f"cannot serve the console on port {settings.console.port}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    assert server.login_url is not None
+    _show_login(server.login_url)
+    while not stop.wait(timeout=1.0):  # a timed wait, so the signal handler gets to run
+        pass
+    server.stop()
 
 
 @app.command("opt-outs")

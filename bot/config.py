@@ -355,6 +355,27 @@ class HealthConfig(_Strict):
         raise ValueError("must be a loopback address (127.0.0.1, ::1 or localhost)")
 
 
+class ConsoleConfig(_Strict):
+    """The operator's web console (docs/console.md): served by every daemon, on loopback."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Serve the console from the daemon; `parrotbot console` serves it regardless.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        description="Loopback only, as health.host: reach it from elsewhere by an SSH tunnel.",
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=9465, description="The console's port; 0 picks a free port (logged)."
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str) -> str:
+        return HealthConfig._loopback(value)  # one rule for both servers, defined there
+
+
 class RepliesConfig(_Strict):
     """Limits that keep the bot polite and out of bot-to-bot loops (X's automation rules)."""
 
@@ -462,6 +483,7 @@ class BotConfig(_Strict):
     logging: LoggingConfig = LoggingConfig()
     redis: RedisConfig = RedisConfig()
     health: HealthConfig = HealthConfig()
+    console: ConsoleConfig = ConsoleConfig()
     replies: RepliesConfig = RepliesConfig()
     review: ReviewConfig = ReviewConfig()
     cleaning: CleaningOptions = CleaningOptions()

@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,16 @@ from infra.retrain_queue import RetrainQueue
 log = structlog.get_logger(__name__)
 
 # Settings the daemon reads once at start; changing them needs a restart.
-RESTART_FIELDS = ("account", "redis_url", "data_dir", "platform", "model", "logging", "health")
+RESTART_FIELDS = (
+    "account",
+    "redis_url",
+    "data_dir",
+    "platform",
+    "model",
+    "logging",
+    "health",
+    "console",
+)
 # How long running jobs get to finish after a stop signal, and the trainer after them.
 JOB_DRAIN_SECONDS = 5.0
 # How soon the main thread sees a stop signal that another thread received.
@@ -56,9 +66,21 @@ TRAINER_STOP_SECONDS = 3.0
 
 
 class Daemon:
-    def __init__(self, config: BotConfig, config_path: Path) -> None:
-        """No threads, handlers or connections here: `run()` starts everything."""
+    def __init__(
+        self,
+        config: BotConfig,
+        config_path: Path,
+        *,
+        show_login: Callable[[str], None] | None = None,
+    ) -> None:
+        """No threads, handlers or connections here: `run()` starts everything.
+
+        `show_login` gets the console's login link (it holds the token, so it is never
+        logged): the CLI passes a function that shows it on the operator's terminal.
+        """
         self.config = config
+        self._show_login = show_login
+        self.console: Any = None  # a bot.console.server.ConsoleServer once serving
         self.config_path = config_path
         self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stop_event = threading.Event()
@@ -102,6 +124,7 @@ class Daemon:
         self.health = self._start_health_server()
         if self.health is not None:
             self.collectors = self._register_collectors(client, queue)
+        self.console = self._start_console()
         ttl = self.config.schedule.lease_ttl_seconds
         self.lease = Lease(client, self.state.keys.lease, self.instance_id, ttl_ms=ttl * 1000)
         self.instance_lock: InstanceLock | None = InstanceLock(
@@ -264,6 +287,8 @@ class Daemon:
         self._step_down()
         if self.health is not None:
             self.health.stop()
+        if self.console is not None:
+            self.console.stop()
         for collector in self.collectors:
             REGISTRY.unregister(collector)
         with self._in_flight_changed:
@@ -360,6 +385,24 @@ class Daemon:
             # A clash on the port must not keep the bot from posting; say so loudly instead.
             log.error("health.unavailable", port=settings.port, error=str(exc))
             return None
+        return server
+
+    def _start_console(self) -> Any:
+        """The operator's console, served by every daemon of the account (all its state is
+        in Redis, so a standby's console shows what the leader's does)."""
+        if not self.config.console.enabled:
+            return None
+        from bot.console.server import ConsoleServer
+
+        server = ConsoleServer(lambda: self.config, lambda: self.state)
+        try:
+            server.start()
+        except OSError as exc:
+            # As with the health port: a clash must not keep the bot from posting.
+            log.error("console.unavailable", port=self.config.console.port, error=str(exc))
+            return None
+        if self._show_login is not None and server.login_url is not None:
+            self._show_login(server.login_url)
         return server
 
     def _register_collectors(self, client: redis.Redis, queue: RetrainQueue) -> list[Collector]:

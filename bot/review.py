@@ -51,6 +51,7 @@ class Review:
         bot's recent posts); a refusal names the check.
         """
         item = self.item(item_id)
+        self._decided(item_id, item.state)  # decided already: say so, whatever the edit
         edit = None if text is None else " ".join(text.split())
         if edit is not None and edit != item.text:
             self._check_edit(edit)

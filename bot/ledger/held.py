@@ -256,6 +256,11 @@ class HeldLedger:
         ids = self.state.redis.zrange(self.state.keys.review_decided, 0, -1)
         return [item for item in map(self.get, ids) if item is not None]
 
+    def recent_decisions(self, count: int) -> list[HeldItem]:
+        """The `count` latest decisions, newest first."""
+        ids = self.state.redis.zrevrange(self.state.keys.review_decided, 0, count - 1)
+        return [item for item in map(self.get, ids) if item is not None]
+
     def approve(self, item_id: str, *, text: str | None = None, by: str) -> str:
         """Approve a held item, with `text` in place of the model's; the state it was in
         (`held` means this call approved it; anything else: nothing changed)."""

@@ -226,6 +226,7 @@ def test_the_daemon_imports_no_framework_through_a_swap(
 
     data = offline_config_data(tmp_path / "volume", account, redis_url)
     data["health"] = {"enabled": False}  # no port to clash with another test
+    data["console"] = {"enabled": False}
     shutil.copytree(trained_checkpoints, tmp_path / "volume" / "checkpoints")
     model_dir = tmp_path / "volume" / "checkpoints" / "char_rnn"
     first = read_latest(model_dir)

@@ -19,7 +19,14 @@ from structlog.testing import capture_logs
 from bot.config import load_config
 from bot.posting import last_post_at
 from bot.state import BotState
-from tests.support.daemon_process import DaemonProcess, read_jsonl, wait_until
+from tests.support.daemon_process import (
+    append_mention,
+    outbox,
+    replies_to,
+    volume_of,
+    wait_until,
+    with_model,
+)
 
 
 def http_get(url: str) -> tuple[int, dict | str]:
@@ -32,45 +39,6 @@ def http_get(url: str) -> tuple[int, dict | str]:
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read().decode()
     return status, json.loads(body) if body.startswith("{") else body
-
-
-def volume_of(config_path: Path) -> Path:
-    return Path(yaml.safe_load(config_path.read_text())["data_dir"])
-
-
-def with_model(config_path: Path, checkpoints: Path) -> Path:
-    shutil.copytree(checkpoints, volume_of(config_path) / "checkpoints", dirs_exist_ok=True)
-    return config_path
-
-
-def outbox(config_path: Path) -> list[dict]:
-    return read_jsonl(volume_of(config_path) / "local" / "outbox.jsonl")
-
-
-def append_mention(config_path: Path, mention_id: str, text: str, author: str = "alice") -> None:
-    path = volume_of(config_path) / "local" / "mentions.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as mentions:
-        mentions.write(json.dumps({"id": mention_id, "author": author, "text": text}) + "\n")
-
-
-def replies_to(config_path: Path, mention_id: str) -> list[dict]:
-    return [t for t in outbox(config_path) if t.get("in_reply_to_tweet_id") == mention_id]
-
-
-@pytest.fixture
-def daemons(tmp_path: Path):
-    """Start daemons; whatever is still running at the end is killed."""
-    started: list[DaemonProcess] = []
-
-    def start(config: Path, name: str = "daemon", env: dict[str, str] | None = None):
-        daemon = DaemonProcess(config, tmp_path / f"{name}.log", env=env).start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
 
 
 def test_first_start_trains_posts_replies_and_a_restart_does_not_answer_again(
@@ -174,6 +142,8 @@ def test_a_second_daemon_for_the_account_waits_and_takes_over(
     standby.wait_for("lease.waiting", timeout=60)
     status, health = http_get(standby.wait_for("health.listening")["url"])
     assert status == 503 and any("standby" in problem for problem in health["problems"])
+    # The standby serves the console too (everything it shows is in Redis): it asks for the login.
+    assert http_get(standby.wait_for("console.listening")["url"])[0] == 401
     posts_before = len(active.named("post.published"))
     wait_until(
         lambda: len(active.named("post.published")) >= posts_before + 2,

@@ -18,7 +18,7 @@ import redis
 import yaml
 
 from tests.support.configs import offline_config_data
-from tests.support.daemon_process import DaemonProcess, read_jsonl, wait_until
+from tests.support.daemon_process import read_jsonl, wait_until
 
 LONG_TTL = 60
 
@@ -33,20 +33,6 @@ def config(tmp_path: Path, account: str, redis_url: str, trained_checkpoints: Pa
     path = tmp_path / "bot.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-@pytest.fixture
-def daemons(tmp_path: Path):
-    started: list[DaemonProcess] = []
-
-    def start(config: Path, name: str) -> DaemonProcess:
-        daemon = DaemonProcess(config, tmp_path / f"{name}.log").start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
 
 
 def add_mention(volume: Path, mention_id: str) -> None:

@@ -51,6 +51,7 @@ def offline_config_data(data_dir: Path, account: str, redis_url: str | None) -> 
     data["generation"] = {"temperature": 0.8, "max_length": 60}
     data["logging"] = {"level": "DEBUG"}
     data["health"] = {"port": 0}  # a free port each: tests run daemons side by side
+    data["console"] = {"port": 0}
     return data
 
 

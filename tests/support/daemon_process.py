@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 Event = dict[str, Any]
 
@@ -127,3 +130,28 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, message: str) ->
             return value
         time.sleep(0.1)
     raise AssertionError(message)
+
+
+# --- the offline platform's files on a test daemon's volume ---------------------------
+def volume_of(config_path: Path) -> Path:
+    return Path(yaml.safe_load(config_path.read_text())["data_dir"])
+
+
+def with_model(config_path: Path, checkpoints: Path) -> Path:
+    shutil.copytree(checkpoints, volume_of(config_path) / "checkpoints", dirs_exist_ok=True)
+    return config_path
+
+
+def outbox(config_path: Path) -> list[dict]:
+    return read_jsonl(volume_of(config_path) / "local" / "outbox.jsonl")
+
+
+def append_mention(config_path: Path, mention_id: str, text: str, author: str = "alice") -> None:
+    path = volume_of(config_path) / "local" / "mentions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as mentions:
+        mentions.write(json.dumps({"id": mention_id, "author": author, "text": text}) + "\n")
+
+
+def replies_to(config_path: Path, mention_id: str) -> list[dict]:
+    return [t for t in outbox(config_path) if t.get("in_reply_to_tweet_id") == mention_id]
