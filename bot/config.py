@@ -79,11 +79,22 @@ class XBudgetsConfig(_Strict):
 
 
 class XPricesConfig(_Strict):
-    """Pay-per-use prices in US dollars, for the estimated spend per day (X's 2026 prices)."""
+    """Pay-per-use prices in US dollars, for the estimated spend (X's price card, April 2026).
 
-    post: Price = 0.015
-    reply: Price = 0.010  # a reply to a mention of the bot (a "summoned reply")
-    read: Price = 0.005  # per post (or user) returned by a read
+    Each call is counted under one of these kinds; status, /metrics and the console show the
+    spend by kind. Set them from your X plan when its prices differ.
+    """
+
+    post: Price = Field(default=0.015, description="A post without a URL.")
+    post_with_url: Price = Field(default=0.20, description="A post or reply that holds a URL.")
+    reply: Price = Field(
+        default=0.010, description="A reply to a mention of the bot (a summoned reply)."
+    )
+    read: Price = Field(default=0.005, description="Per post read of another account (a target).")
+    own_read: Price = Field(
+        default=0.001, description="Per post read of the bot's own posts or its mentions."
+    )
+    user_read: Price = Field(default=0.010, description="Per user looked up (the bot, a target).")
 
 
 class XPlatformConfig(_Strict):

@@ -89,3 +89,13 @@ class RedisStateCollector(Collector):
         spend.add_metric(["day"], self.budgets.spend_today()["usd"])
         spend.add_metric(["month"], self.budgets.spend_this_month())
         yield spend
+        by_kind = GaugeMetricFamily(
+            "parrotbot_x_spend_kind_usd",
+            "Estimated X spend in US dollars by kind of call (post, post_with_url, reply, read, "
+            "own_read, user_read), for the current UTC day and month.",
+            labels=["period", "kind"],
+        )
+        for period, month in (("day", False), ("month", True)):
+            for kind, usd in self.budgets.usd_by_kind(month=month).items():
+                by_kind.add_metric([period, kind], usd)
+        yield by_kind

@@ -138,7 +138,13 @@ def _x_budget(config: BotConfig, state: BotState) -> dict[str, Any]:
         "calls_today": {kind: int(count) for kind, count in today.items() if kind != "usd"},
         "usd_today": round(today["usd"], 4),
         "usd_this_month": round(budgets.spend_this_month(), 4),
+        "usd_by_kind_today": _rounded(budgets.usd_by_kind()),
+        "usd_by_kind_this_month": _rounded(budgets.usd_by_kind(month=True)),
     }
+
+
+def _rounded(usd: dict[str, float]) -> dict[str, float]:
+    return {kind: round(value, 4) for kind, value in usd.items()}
 
 
 def _age(stamp: str | float | None, now: float) -> float | None:
@@ -267,8 +273,10 @@ def _number(value: Any) -> str:
 def _budget_line(budget: dict[str, Any]) -> str:
     left = budget["writes_left_today"]
     writes = "no daily cap" if left is None else f"{left} of {budget['posts_per_day']} writes left"
+    spent = [f"{kind} ${usd:.3f}" for kind, usd in budget["usd_by_kind_today"].items() if usd]
+    by_kind = f" ({', '.join(spent)})" if spent else ""
     return (
-        f"{writes}; est. spend ${budget['usd_today']:.3f} today, "
+        f"{writes}; est. spend ${budget['usd_today']:.3f} today{by_kind}, "
         f"${budget['usd_this_month']:.3f} this month"
     )
 

@@ -35,9 +35,21 @@ _NO_CAP = -1
 
 
 class Spend(StrEnum):
+    """What a call is billed as: each value names its price in `XPricesConfig`."""
+
     POST = "post"
+    POST_WITH_URL = "post_with_url"
     REPLY = "reply"
-    READ = "read"
+    READ = "read"  # another account's posts (a target's timeline)
+    OWN_READ = "own_read"  # the bot's own posts or its mentions
+    USER_READ = "user_read"  # a user lookup
+
+    @property
+    def is_read(self) -> bool:
+        return self in _READS
+
+
+_READS = frozenset({Spend.READ, Spend.OWN_READ, Spend.USER_READ})
 
 
 # KEYS: the counters to check and bump (1 to 2), then the day's spend hash.
@@ -63,6 +75,7 @@ for i = 1, counters do
 end
 redis.call('HINCRBY', KEYS[#KEYS], ARGV[3], grant)
 redis.call('HINCRBY', KEYS[#KEYS], 'micro_usd', grant * tonumber(ARGV[4]))
+redis.call('HINCRBY', KEYS[#KEYS], 'micro_usd:' .. ARGV[3], grant * tonumber(ARGV[4]))
 redis.call('EXPIRE', KEYS[#KEYS], 40 * 24 * 3600)
 return grant
 """
@@ -77,6 +90,7 @@ for i = 1, #KEYS - 1 do
 end
 redis.call('HINCRBY', KEYS[#KEYS], ARGV[2], -amount)
 redis.call('HINCRBY', KEYS[#KEYS], 'micro_usd', -amount * tonumber(ARGV[3]))
+redis.call('HINCRBY', KEYS[#KEYS], 'micro_usd:' .. ARGV[2], -amount * tonumber(ARGV[3]))
 return 1
 """
 
@@ -170,25 +184,35 @@ class Budgets:
         }
 
     def spend_today(self) -> dict[str, float]:
-        """Calls per kind and the estimated dollars for the current UTC day."""
+        """Calls (units) per kind and the estimated dollars for the current UTC day."""
         day, _month = _periods()
         raw = self.redis.hgetall(self.keys.spend(day))
         report: dict[str, float] = {str(kind): float(raw.get(str(kind), 0)) for kind in Spend}
         report["usd"] = int(raw.get("micro_usd", 0)) / MICRO
         return report
 
+    def usd_by_kind(self, *, month: bool = False) -> dict[str, float]:
+        """Estimated dollars per kind of call, today or since the first of the month (a day
+        counted before the spend was kept by kind shows only in the totals)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for each in _days_of(month):
+            pipe.hgetall(self.keys.spend(each))
+        totals = dict.fromkeys(map(str, Spend), 0)
+        for raw in pipe.execute():
+            for kind in totals:
+                totals[kind] += int(raw.get(f"micro_usd:{kind}", 0))
+        return {kind: micro / MICRO for kind, micro in totals.items()}
+
     def spend_this_month(self) -> float:
         """Estimated dollars since the first of the current UTC month."""
-        day, month = _periods()
-        days = [f"{month}{d:02d}" for d in range(1, int(day[-2:]) + 1)]
         pipe = self.redis.pipeline(transaction=False)
-        for each in days:
+        for each in _days_of(True):
             pipe.hget(self.keys.spend(each), "micro_usd")
         return sum(int(value or 0) for value in pipe.execute()) / MICRO
 
     def _counters(self, kind: Spend, day: str, month: str) -> list[_Counter]:
         limits, keys = self.limits, self.keys
-        if kind is Spend.READ:
+        if kind.is_read:  # every read counts against the one reads cap
             return [
                 _Counter("reads_per_month", keys.budget("reads", f"month:{month}"),
                          limits.reads_per_month, _MONTH_TTL),
@@ -202,6 +226,14 @@ class Budgets:
 
     def _micro(self, kind: Spend) -> int:
         return round(getattr(self.prices, str(kind)) * MICRO)
+
+
+def _days_of(month: bool) -> list[str]:
+    """Today, or every day of the current UTC month up to today, as spend-hash days."""
+    day, this_month = _periods()
+    if not month:
+        return [day]
+    return [f"{this_month}{d:02d}" for d in range(1, int(day[-2:]) + 1)]
 
 
 def _periods(now: float | None = None) -> tuple[str, str]:

@@ -77,7 +77,9 @@ class XPlatform:
             self._me = User(id=cached["id"], handle=cached["handle"])
             return self._me
         if self.api.has_user_context:
-            body = self.api.read(lambda _n: self.api.client.get_me(user_auth=True))
+            body = self.api.read(
+                lambda _n: self.api.client.get_me(user_auth=True), kind=Spend.USER_READ
+            )
             data = body.get("data") or {}
             me = User(id=str(data["id"]), handle=str(data["username"]))
         else:  # a dry run reading with a bearer token only
@@ -94,7 +96,8 @@ class XPlatform:
         if known:
             return User(id=known, handle=handle)
         body = self.api.read(
-            lambda _n: self.api.client.get_user(username=handle, user_auth=self.api.read_user_auth)
+            lambda _n: self.api.client.get_user(username=handle, user_auth=self.api.read_user_auth),
+            kind=Spend.USER_READ,
         )
         data = body.get("data")
         if not data:
@@ -104,7 +107,9 @@ class XPlatform:
 
     # --- reads -----------------------------------------------------------------------
     def timeline(self, user: User, since_id: str | None) -> list[Tweet]:
-        pages = self._user_posts(user, since_id, exclude=list(self.settings.x.exclude))
+        pages = self._user_posts(
+            user, since_id, kind=Spend.READ, exclude=list(self.settings.x.exclude)
+        )
         tweets = [_tweet(data, {user.id: user.handle}) for body in pages for data in _data(body)]
         return _oldest_first(tweets)
 
@@ -121,6 +126,7 @@ class XPlatform:
                 user_fields=["username"],
                 user_auth=self.api.read_user_auth,
             ),
+            kind=Spend.OWN_READ,
             max_pages=None if since_id else 1,
         )
         tweets = []
@@ -136,6 +142,7 @@ class XPlatform:
         bodies = self._user_posts(
             me,
             mention_id,  # the reply is newer than the mention
+            kind=Spend.OWN_READ,
             max_pages=self.settings.x.find_reply_pages,
             until=lambda body: any(_replies_to(d, mention_id) for d in _data(body)),
         )
@@ -158,6 +165,7 @@ class XPlatform:
         bodies = self._user_posts(
             me,
             since_id,
+            kind=Spend.OWN_READ,
             exclude=["replies", "retweets"],
             max_pages=self.settings.x.find_reply_pages,
             until=lambda body: any(matches(d) for d in _data(body)),
@@ -173,11 +181,13 @@ class XPlatform:
         user: User,
         since_id: str | None,
         *,
+        kind: Spend,
         exclude: list[str] | None = None,
         max_pages: int | None = None,
         until: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
-        """Pages of `GET /2/users/:id/tweets` newer than `since_id`."""
+        """Pages of `GET /2/users/:id/tweets` newer than `since_id`, billed as `kind` (the
+        bot's own posts cost less to read than a target's)."""
         return self._pages(
             lambda n, token: self.api.client.get_users_tweets(
                 user.id,
@@ -188,6 +198,7 @@ class XPlatform:
                 tweet_fields=TWEET_FIELDS,
                 user_auth=self.api.read_user_auth,
             ),
+            kind=kind,
             max_pages=max_pages,
             until=until,
         )
@@ -196,6 +207,7 @@ class XPlatform:
         self,
         fetch: Callable[[int, str | None], dict[str, Any]],
         *,
+        kind: Spend,
         max_pages: int | None = None,
         until: Callable[[dict[str, Any]], bool] | None = None,
     ) -> list[dict[str, Any]]:
@@ -204,7 +216,10 @@ class XPlatform:
         token: str | None = None
         while True:
             body = self.api.read(
-                lambda n, token=token: fetch(n, token), want=PAGE_SIZE, minimum=MIN_PAGE_SIZE
+                lambda n, token=token: fetch(n, token),
+                kind=kind,
+                want=PAGE_SIZE,
+                minimum=MIN_PAGE_SIZE,
             )
             bodies.append(body)
             token = body.get("meta", {}).get("next_token")
@@ -213,21 +228,22 @@ class XPlatform:
 
     # --- writes ----------------------------------------------------------------------
     def post(self, text: str) -> Tweet:
+        kind = _write_kind(Spend.POST, text)
         if self.outbox is not None:
-            return self.api.write(Spend.POST, lambda: self.outbox.post(text))  # type: ignore[union-attr]
-        body = self.api.write(
-            Spend.POST, lambda: self.api.client.create_tweet(text=text, user_auth=True)
-        )
+            return self.api.write(kind, lambda: self.outbox.post(text))  # type: ignore[union-attr]
+        body = self.api.write(kind, lambda: self.api.client.create_tweet(text=text, user_auth=True))
         return self._created(body, in_reply_to=None)
 
     def reply(self, to: Tweet, text: str) -> Tweet:
+        kind = _write_kind(Spend.REPLY, text)
         if self.outbox is not None:
-            return self.api.write(Spend.REPLY, lambda: self.outbox.reply(to, text))  # type: ignore[union-attr]
+            return self.api.write(kind, lambda: self.outbox.reply(to, text), reply=True)  # type: ignore[union-attr]
         body = self.api.write(
-            Spend.REPLY,
+            kind,
             lambda: self.api.client.create_tweet(
                 text=text, in_reply_to_tweet_id=to.id, user_auth=True
             ),
+            reply=True,
         )
         return self._created(body, in_reply_to=to)
 
@@ -246,6 +262,13 @@ class XPlatform:
             else None,
             is_reply=in_reply_to is not None,
         )
+
+
+def _write_kind(kind: Spend, text: str) -> Spend:
+    """A post or reply holding a URL is billed at X's URL price."""
+    from bot.filters import find_urls
+
+    return Spend.POST_WITH_URL if find_urls(text) else kind
 
 
 def _data(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -98,10 +98,16 @@ class XApi:
         )
 
     def read(
-        self, call: Callable[[int], dict[str, Any]], *, want: int = 1, minimum: int = 1
+        self,
+        call: Callable[[int], dict[str, Any]],
+        *,
+        kind: Spend,
+        want: int = 1,
+        minimum: int = 1,
     ) -> dict[str, Any]:
-        """Run a read; `call` gets how many results it may ask for (the budget's grant)."""
-        reservation = self.budgets.reserve(Spend.READ, want, minimum=minimum)
+        """Run a read billed as `kind`; `call` gets how many results it may ask for (the
+        budget's grant)."""
+        reservation = self.budgets.reserve(kind, want, minimum=minimum)
         used = 0
         try:
             retrying = Retrying(
@@ -120,13 +126,14 @@ class XApi:
         finally:
             self.budgets.refund(reservation, reservation.amount - used)
 
-    def write(self, kind: Spend, call: Callable[[], T]) -> T:
-        """Run a post or reply once, budget counted first; see the module docstring."""
+    def write(self, kind: Spend, call: Callable[[], T], *, reply: bool = False) -> T:
+        """Run a post or reply once, budget counted first; see the module docstring. A reply
+        may be billed as a post with a URL, so `reply` says which it is."""
         reservation = self.budgets.reserve(kind)
         try:
             result = call()
         except Exception as exc:
-            error = translate(exc, write=True, reply=kind is Spend.REPLY)
+            error = translate(exc, write=True, reply=reply)
             if not isinstance(error, OutcomeUnknown):
                 self.budgets.refund(reservation)  # X refused it: nothing was posted
             raise error from exc

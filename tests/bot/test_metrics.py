@@ -48,6 +48,8 @@ def test_budget_remaining_spend_and_queue_depth_are_read_at_scrape_time(
     assert 'parrotbot_x_budget_remaining{budget="posts_per_day"} 3.0' in after
     assert 'parrotbot_x_budget_remaining{budget="posts_per_month"} 98.0' in after
     assert 'parrotbot_x_spend_usd{period="day"} 0.5' in after
+    assert 'parrotbot_x_spend_kind_usd{kind="post",period="day"} 0.5' in after
+    assert 'parrotbot_x_spend_kind_usd{kind="reply",period="month"} 0.0' in after
     assert 'parrotbot_retrain_jobs{state="queued"} 1.0' in after
 
 

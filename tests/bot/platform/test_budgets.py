@@ -56,6 +56,34 @@ def test_reads_are_granted_up_to_what_is_left_and_the_unused_part_returns(
     assert spend.spend_today()["usd"] == pytest.approx(150 * 0.005)
 
 
+def test_each_kind_is_billed_at_its_price_and_reads_share_one_cap(
+    redis_client: redis.Redis, account: str
+) -> None:
+    """X's price card: a URL post, an own read and a user read cost what they cost."""
+    spend = budgets(redis_client, account, reads_per_month=30)
+    spend.reserve(Spend.POST_WITH_URL)
+    spend.reserve(Spend.POST)
+    own = spend.reserve(Spend.OWN_READ, 20, minimum=5)
+    spend.refund(own, 15)  # the mentions page held 5 posts
+    spend.reserve(Spend.USER_READ)
+    spend.reserve(Spend.READ, 100, minimum=5)  # what the cap leaves: 30 - 5 - 1
+    with pytest.raises(BudgetExhausted, match="reads_per_month"):
+        spend.reserve(Spend.OWN_READ, 5, minimum=5)
+    by_kind = spend.usd_by_kind()
+    assert by_kind == pytest.approx(
+        {
+            "post": 0.015,
+            "post_with_url": 0.20,
+            "reply": 0.0,
+            "read": 24 * 0.005,
+            "own_read": 5 * 0.001,
+            "user_read": 0.010,
+        }
+    )
+    assert spend.spend_today()["usd"] == pytest.approx(sum(by_kind.values()))
+    assert spend.usd_by_kind(month=True) == pytest.approx(by_kind)
+
+
 def test_no_cap_means_unlimited_and_writes_left_is_none(
     redis_client: redis.Redis, account: str
 ) -> None:

@@ -231,3 +231,31 @@ def test_a_cached_identity_for_another_handle_is_asked_again(emulator, x_platfor
     assert me.handle == "parrotbot" and me.id != "999"
     assert len(emulator.requests_to(ME)) == 1
     assert platform.state.redis.hget(keys.me, "handle") == "parrotbot"
+
+
+def test_each_call_is_billed_as_x_bills_it(emulator, alice, x_platform_factory) -> None:
+    """A target's posts, the bot's own mentions, users and URL posts each have their price."""
+    emulator.add_post(alice, "one")
+    emulator.add_post(alice, "two")
+    platform = x_platform_factory()
+    budgets = platform.api.budgets
+
+    def billed() -> dict[str, float]:
+        return {kind: count for kind, count in budgets.spend_today().items() if count}
+
+    user = platform.lookup_user("alice")
+    assert billed() == {"user_read": 1, "usd": 0.01}
+    platform.timeline(user, None)
+    assert billed()["read"] == 2  # per post returned
+    mention = emulator.add_post(alice, "@parrotbot hello")
+    (polled,) = platform.mentions(None)
+    assert polled.id == mention.id
+    spent = billed()
+    assert spent["own_read"] == 1 and spent["user_read"] == 2  # the mentions asked who we are
+    platform.reply(polled, "a plain answer")
+    platform.post("read it at example.com")
+    spent = billed()
+    assert (spent["reply"], spent["post_with_url"]) == (1, 1) and "post" not in spent
+    assert budgets.usd_by_kind()["post_with_url"] == pytest.approx(0.20)
+    users, posts, mentions, reply, url_post = 2 * 0.010, 2 * 0.005, 0.001, 0.010, 0.20
+    assert spent["usd"] == pytest.approx(users + posts + mentions + reply + url_post)
