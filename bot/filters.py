@@ -12,6 +12,7 @@ import hashlib
 import re
 import unicodedata
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,9 +122,11 @@ class NoveltyIndex:
 
     def __init__(self, texts: Iterable[str], ngram: int) -> None:
         self.ngram = ngram
+        self._texts = list(texts)  # for `nearest`, which a held item's provenance asks
+        self._nearest: NearestTweets | None = None
         self._grams: set[bytes] = set()
         self._short: dict[int, set[bytes]] = {}
-        for text in texts:
+        for text in self._texts:
             tokens = words(text)
             if not tokens:
                 continue
@@ -145,6 +148,56 @@ class NoveltyIndex:
             if length <= len(tokens)
             for g in _ngrams(tokens, length)
         )
+
+    def nearest(self, text: str) -> Nearest | None:
+        """The training tweet closest to `text` (None: no word in common but the commonest).
+        The word index it needs is built at the first call, so a bot that holds nothing
+        never pays for it."""
+        if self._nearest is None:
+            self._nearest = NearestTweets(self._texts)
+        return self._nearest.find(text)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    text: str  # the training tweet
+    overlap: float  # the share of the candidate's distinct words that the tweet holds too
+
+
+class NearestTweets:
+    """The training tweet sharing most of a candidate's words, for the operator's eyes.
+
+    An inverted index from word to tweets, leaving out words found in more than
+    `COMMON_SHARE` of the tweets: they say nothing about which tweet is nearest and would
+    make each lookup walk most of the corpus. The few tweets sharing most indexed words are
+    then scored on all words.
+    """
+
+    COMMON_SHARE = 0.05
+    SHORTLIST = 8
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self._texts = texts
+        postings: dict[str, list[int]] = {}
+        for index, text in enumerate(texts):
+            for word in set(words(text)):
+                postings.setdefault(word, []).append(index)
+        limit = max(1, int(len(texts) * self.COMMON_SHARE))
+        self._postings = {w: ids for w, ids in postings.items() if len(ids) <= limit}
+
+    def find(self, text: str) -> Nearest | None:
+        wanted = set(words(text))
+        if not wanted:
+            return None
+        hits: Counter[int] = Counter()
+        for word in wanted:
+            hits.update(self._postings.get(word, ()))
+        best: Nearest | None = None
+        for index, _count in hits.most_common(self.SHORTLIST):
+            overlap = len(wanted & set(words(self._texts[index]))) / len(wanted)
+            if best is None or overlap > best.overlap:
+                best = Nearest(self._texts[index], round(overlap, 3))
+        return best
 
 
 def novelty_corpus(config: BotConfig) -> list[str]:

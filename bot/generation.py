@@ -13,7 +13,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -154,7 +154,8 @@ class GenerationService:
 
     def provenance(self, generated: Generated, batch: Batch) -> dict[str, Any]:
         """Where a text came from, as a held item shows it to the operator: the version and
-        its manifest, the sampling settings, and what the filters made of its batch."""
+        its manifest, the training tweet nearest to it and their overlap, the sampling
+        settings, and what the filters made of its batch."""
         loaded = self._current
         found: dict[str, Any] = {"model_version": generated.model_version}
         if loaded is not None and loaded.version == generated.model_version:
@@ -164,6 +165,9 @@ class GenerationService:
                 "val_loss": manifest.val_loss,
                 "dataset_hash": manifest.dataset_hash,
             }
+            if loaded.novelty is not None:
+                nearest = loaded.novelty.nearest(generated.text)
+                found["nearest_training_tweet"] = asdict(nearest) if nearest else None
         skipped = {
             RejectReason.MENTION: self.filters.allow_mentions,
             RejectReason.URL: self.filters.allow_urls,

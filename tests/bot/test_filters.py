@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from bot.config import FilterConfig
-from bot.filters import CandidateFilter, NoveltyIndex, RejectReason, find_urls, weighted_length
+from bot.filters import (
+    CandidateFilter,
+    Nearest,
+    NoveltyIndex,
+    RejectReason,
+    find_urls,
+    weighted_length,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures"
 CONFORMANCE = FIXTURES / "twitter-text-validate.yml"
@@ -149,3 +156,19 @@ def test_novelty_index_is_built_once_and_does_not_scan() -> None:
     index = NoveltyIndex(TRAINING * 1000, ngram=6)
     # Duplicated training text adds nothing: the index holds distinct hashed n-grams.
     assert len(index) == len(NoveltyIndex(TRAINING, ngram=6))
+
+
+def test_the_nearest_training_tweet_shares_most_of_the_words() -> None:
+    corpus = [
+        "Early to bed and early to rise makes a man healthy.",
+        "A penny saved is a penny earned.",
+        "Lost time is never found again.",
+        *[f"the and of a to, filler number {i}" for i in range(100)],  # common words galore
+    ]
+    index = NoveltyIndex(corpus, 4)
+    nearest = index.nearest("A penny saved is time lost")
+    assert nearest is not None and nearest.text == "A penny saved is a penny earned."
+    assert nearest.overlap == round(4 / 6, 3)  # a, penny, saved, is of six distinct words
+    assert index.nearest("lost time, found") == Nearest("Lost time is never found again.", 1.0)
+    assert index.nearest("the and of") is None  # only words most tweets hold: nothing telling
+    assert index.nearest("") is None

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.config import BotConfig, ReviewConfig, load_config
+from bot.filters import novelty_corpus
 from bot.ledger import ReplyClaim, ReplyLedger, ReplyOutcome
 from bot.ledger.held import HeldLedger, HeldState
 from bot.replies import poll_mentions, send_approved
@@ -75,6 +76,8 @@ def test_a_held_reply_waits_with_its_provenance_and_the_cursor_moves_on(setup, c
     assert provenance["step"] == service.current.manifest.step
     assert provenance["sampling"]["temperature"] == service.settings.temperature
     assert "too_long" in provenance["filters"]["passed"]
+    nearest = provenance["nearest_training_tweet"]  # the char-RNN trained on Poor Richard
+    assert nearest is None or (nearest["text"] in novelty_corpus(config) and nearest["overlap"] > 0)
     state.redis.delete(state.keys.cursor("mentions"))  # polled again: still one item
     assert poll_mentions(platform, state, service, me=platform.me(), held=held) == [
         ReplyOutcome.HELD

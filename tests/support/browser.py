@@ -125,6 +125,7 @@ def seed_held(state: BotState, count: int, *, first_id: int = 7_000) -> list[str
             "step": 40,
             "val_loss": 2.5,
             "dataset_hash": "d" * 64,
+            "nearest_training_tweet": {"text": "A penny saved is a penny earned.", "overlap": 0.8},
             "sampling": {"temperature": 0.8, "top_k": 40},
             "filters": {
                 "passed": ["too_long", "blocklist"],

@@ -35,6 +35,8 @@ def test_the_queue_shows_each_held_reply_oldest_first_with_its_provenance(
     assert 'aria-label="reply text">A penny saved is answer 1.</textarea>' in page
     assert "v-test" in page and "d" * 64 in page and "temperature=0.8" in page
     assert "5 of 8 accepted; too_long 3" in page
+    flat = " ".join(page.split())
+    assert "A penny saved is a penny earned.</q> (80% of the reply's words)" in flat
     assert "nothing: platform local is not X" in page  # the cost estimate, offline
 
 
