@@ -77,7 +77,7 @@ class Pages:
             held_count=review.ledger.held_count(),
             recent=review.ledger.recent_decisions(RECENT_DECISIONS),
             mode="hold" if self._holds_replies() else "auto",
-            cost_of_reply=self._reply_cost(),
+            cost_of=self._reply_cost,
             notice=notice,
             problem=problem,
         )
@@ -110,19 +110,25 @@ class Pages:
 
     def _item(self, call: Call, item: HeldItem, **context: Any) -> Response:
         return self.console.render(
-            call, "_review_item.html", item=item, cost_of_reply=self._reply_cost(), **context
+            call, "_review_item.html", item=item, cost_of=self._reply_cost, **context
         )
 
     def _holds_replies(self) -> bool:
         config = self.console.config
         return config.review.holds_replies(config.platform.kind)
 
-    def _reply_cost(self) -> str:
-        """What sending a held reply is estimated to cost, from the configured price card."""
+    def _reply_cost(self, text: str) -> str:
+        """What sending `text` as a reply is estimated to cost, from the price card (a reply
+        holding a URL is billed as a post with a URL)."""
+        from bot.filters import find_urls
+
         config = self.console.config
         if config.platform.kind != "x":
             return f"nothing: platform {config.platform.kind} is not X"
-        return f"${config.platform.x.prices.reply:.3f} (platform.x.prices.reply)"
+        prices = config.platform.x.prices
+        if find_urls(text):
+            return f"${prices.post_with_url:.3f} (platform.x.prices.post_with_url: it holds a URL)"
+        return f"${prices.reply:.3f} (platform.x.prices.reply)"
 
     def _review(self) -> Review:
         """One Review per config: its edit filter (the novelty index) is built once."""
