@@ -69,6 +69,10 @@ class Keys:
     def posted(self) -> str:
         return self._key("posted")
 
+    # Hash per UTC day (YYYYMMDD): posts and replies recorded that day, by kind.
+    def posted_count(self, day: str) -> str:
+        return self._key("posted_count", day)
+
     # Epoch seconds of the last scheduled post: a new leader resumes the post cadence from it.
     @property
     def last_post(self) -> str:

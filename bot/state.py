@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 # How many posted tweets the history stream keeps (XADD MAXLEN ~).
 POSTED_HISTORY_LENGTH = 10_000
+POSTED_COUNT_TTL = 3 * 24 * 3600  # a day's counts outlive the day a little
 
 EMBEDDED_REDIS_SETTINGS = {
     # The state is what prevents duplicate replies: log every write, fsync each second.
@@ -140,8 +141,19 @@ class BotState:
             "in_reply_to": tweet.in_reply_to or "",
             "at": f"{time.time():.3f}",
         }
-        target = pipeline if pipeline is not None else self.redis
+        target = pipeline if pipeline is not None else self.redis.pipeline(transaction=True)
         target.xadd(self.keys.posted, fields, maxlen=POSTED_HISTORY_LENGTH, approximate=True)
+        # Counted per day as well, so "today" is one read, however much the stream holds.
+        day = self.keys.posted_count(time.strftime("%Y%m%d", time.gmtime()))
+        target.hincrby(day, tweet.kind, 1)
+        target.expire(day, POSTED_COUNT_TTL)
+        if pipeline is None:
+            target.execute()
+
+    def posted_today(self) -> dict[str, int]:
+        """Posts and replies recorded since midnight UTC."""
+        counts = self.redis.hgetall(self.keys.posted_count(time.strftime("%Y%m%d", time.gmtime())))
+        return {"posts": int(counts.get("post", 0)), "replies": int(counts.get("reply", 0))}
 
     def recent_posted(self, count: int = 20) -> list[dict[str, str]]:
         return [fields for _id, fields in self.redis.xrevrange(self.keys.posted, count=count)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
@@ -72,7 +71,7 @@ def collect(config: BotConfig, state: BotState) -> dict[str, Any]:
             str(entry.get("handle", author_id))
             for author_id, entry in opted_out_authors(state).items()
         ),
-        "today": _posted_today(state),
+        "today": state.posted_today(),
         "x_budget": _x_budget(config, state),
         "training": [
             {
@@ -149,16 +148,6 @@ def _rounded(usd: dict[str, float]) -> dict[str, float]:
 
 def _age(stamp: str | float | None, now: float) -> float | None:
     return round(now - float(stamp), 1) if stamp not in (None, "") else None
-
-
-def _posted_today(state: BotState) -> dict[str, int]:
-    """Posts and replies since midnight UTC; stream ids start with their epoch millis."""
-    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    since = f"{int(midnight.timestamp() * 1000)}-0"
-    counts = {"posts": 0, "replies": 0}
-    for _id, fields in state.redis.xrange(state.keys.posted, min=since):
-        counts["replies" if fields.get("kind") == "reply" else "posts"] += 1
-    return counts
 
 
 def render(status: dict[str, Any]) -> Any:

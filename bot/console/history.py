@@ -49,6 +49,8 @@ def read_page(
         items = [_item(entry_id, fields) for entry_id, fields in entries[:size]]
         more = len(entries) > size
         return HistoryPage(items, items[-1].entry_id if more else None, len(items), False)
+    if needle.isascii():
+        return _search_in_redis(state, cursor, needle, size)
     found: list[HistoryItem] = []
     scanned = 0
     position = cursor
@@ -67,6 +69,53 @@ def read_page(
     if not _read_back(state, position, 1):  # the limit fell on the oldest entry itself
         return HistoryPage(found, None, scanned, False)
     return HistoryPage(found, position, scanned, True)
+
+
+# KEYS: the stream. ARGV: newest id to read ('+' or '(<id>'), the needle (lower-case ASCII),
+# matches wanted, scan limit, chunk. Answers {matching ids, the last id read ('' when the
+# oldest entry was read), entries read, 1 when the scan limit stopped it}.
+_SEARCH = """
+local needle, wanted = ARGV[2], tonumber(ARGV[3])
+local limit, chunk = tonumber(ARGV[4]), tonumber(ARGV[5])
+local found, scanned, position, last = {}, 0, ARGV[1], ''
+while scanned < limit do
+  local count = math.min(chunk, limit - scanned)
+  local entries = redis.call('XREVRANGE', KEYS[1], position, '-', 'COUNT', count)
+  for _, entry in ipairs(entries) do
+    scanned = scanned + 1
+    last = entry[1]
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'text' and string.find(string.lower(fields[i + 1]), needle, 1, true) then
+        found[#found + 1] = entry[1]
+      end
+    end
+    if #found == wanted then return {found, last, scanned, 0} end
+  end
+  if #entries < count then return {found, '', scanned, 0} end
+  position = '(' .. last
+end
+if #redis.call('XREVRANGE', KEYS[1], position, '-', 'COUNT', 1) == 0 then
+  return {found, '', scanned, 0}
+end
+return {found, last, scanned, 1}
+"""
+
+
+def _search_in_redis(state: BotState, cursor: str | None, needle: str, size: int) -> HistoryPage:
+    """The search for an ASCII needle, run in Redis: only the matching entries cross the
+    wire, where the scan in Python parsed every entry read (60 ms for 2,000 of them).
+    Redis lower-cases ASCII only, which is what an ASCII needle can match, bar the odd
+    letter whose case-fold is ASCII (the long s, the Kelvin sign)."""
+    newest = f"({cursor}" if cursor else "+"
+    ids, last, scanned, capped = state.redis.eval(
+        _SEARCH, 1, state.keys.posted, newest, needle, size, SEARCH_SCAN_LIMIT, SEARCH_CHUNK
+    )
+    pipe = state.redis.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.xrange(state.keys.posted, min=entry_id, max=entry_id)
+    items = [_item(*entries[0]) for entries in pipe.execute() if entries]
+    return HistoryPage(items, last or None, int(scanned), bool(capped))
 
 
 def total(state: BotState) -> int:

@@ -224,29 +224,21 @@ class HeldLedger:
 
     # --- the operator's side: read, approve, reject ----------------------------------
     def get(self, item_id: str) -> HeldItem | None:
-        record = self.state.redis.hgetall(self.state.keys.review_item(item_id))
-        if not record:
-            return None
-        decided_at = record.get("decided_at")
-        return HeldItem(
-            id=item_id,
-            state=HeldState(record["state"]),
-            text=record.get("text", ""),
-            final_text=record.get("final_text", ""),
-            held_at=float(record.get("held_at", 0)),
-            mention=json.loads(record.get("mention", "{}")),
-            provenance=json.loads(record.get("provenance", "{}")),
-            decided_at=float(decided_at) if decided_at else None,
-            decided_by=record.get("decided_by", ""),
-            reason=record.get("reason", ""),
-            tweet_id=record.get("tweet_id", ""),
-        )
+        return _item(item_id, self.state.redis.hgetall(self.state.keys.review_item(item_id)))
+
+    def _many(self, ids: list[str]) -> list[HeldItem]:
+        """The items of `ids` in one round trip (a page of the queue is a hundred of them)."""
+        pipe = self.state.redis.pipeline(transaction=False)
+        for item_id in ids:
+            pipe.hgetall(self.state.keys.review_item(item_id))
+        found = (_item(i, record) for i, record in zip(ids, pipe.execute(), strict=True))
+        return [item for item in found if item is not None]
 
     def held(self, offset: int = 0, count: int = -1) -> list[HeldItem]:
         """Held items, oldest first (`count` -1: all from `offset`)."""
         end = -1 if count < 0 else offset + count - 1
         ids = self.state.redis.zrange(self.state.keys.review_held, offset, end)
-        return [item for item in map(self.get, ids) if item is not None]
+        return self._many(ids)
 
     def held_count(self) -> int:
         return int(self.state.redis.zcard(self.state.keys.review_held))
@@ -254,12 +246,12 @@ class HeldLedger:
     def decided(self) -> list[HeldItem]:
         """Every decided item still kept, oldest decision first."""
         ids = self.state.redis.zrange(self.state.keys.review_decided, 0, -1)
-        return [item for item in map(self.get, ids) if item is not None]
+        return self._many(ids)
 
     def recent_decisions(self, count: int) -> list[HeldItem]:
         """The `count` latest decisions, newest first."""
         ids = self.state.redis.zrevrange(self.state.keys.review_decided, 0, count - 1)
-        return [item for item in map(self.get, ids) if item is not None]
+        return self._many(ids)
 
     def approve(self, item_id: str, *, text: str | None = None, by: str) -> str:
         """Approve a held item, with `text` in place of the model's; the state it was in
@@ -317,3 +309,23 @@ class HeldLedger:
         pipe.expire(keys.review_item(item_id), self.item_ttl)
         pipe.zrem(keys.review_approved, item_id)
         pipe.execute()
+
+
+def _item(item_id: str, record: dict[str, str]) -> HeldItem | None:
+    """An item from its hash; None for an id whose hash expired."""
+    if not record:
+        return None
+    decided_at = record.get("decided_at")
+    return HeldItem(
+        id=item_id,
+        state=HeldState(record["state"]),
+        text=record.get("text", ""),
+        final_text=record.get("final_text", ""),
+        held_at=float(record.get("held_at", 0)),
+        mention=json.loads(record.get("mention", "{}")),
+        provenance=json.loads(record.get("provenance", "{}")),
+        decided_at=float(decided_at) if decided_at else None,
+        decided_by=record.get("decided_by", ""),
+        reason=record.get("reason", ""),
+        tweet_id=record.get("tweet_id", ""),
+    )

@@ -61,3 +61,13 @@ def test_daemon_footprint_writes_its_section() -> None:
     assert section["median"]["no_model"]["daemon_rss_mb"] <= 150
     served = section["median"]["char_rnn_published"]
     assert served["daemon_rss_mb"] <= 150 and served["worker_rss_mb"] > 0
+
+
+def test_console_benchmark_writes_its_section() -> None:
+    """Console pages on a full account, and replies while it is polled (~2 minutes)."""
+    from tests.benchmarks import console
+
+    assert console.main([]) == 0
+    section = json.loads(console.RESULTS.read_text())["console"]
+    assert section["worst_p95_ms"] < 50
+    assert section["replies"]["polls_per_second"] == 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -30,7 +31,9 @@ def test_keys_live_under_the_account_namespace(
         f"parrotbot:{account}:cursor:mentions",
         f"parrotbot:{account}:posted",
         f"parrotbot:{account}:model:current",
+        f"parrotbot:{account}:posted_count:{time.strftime('%Y%m%d', time.gmtime())}",
     }
+    assert state.posted_today() == {"posts": 1, "replies": 0}
 
 
 def test_cursor_only_moves_forward_numerically(

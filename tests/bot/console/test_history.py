@@ -66,6 +66,21 @@ def test_a_search_fills_a_page_then_hands_back_a_cursor(state: BotState) -> None
     assert {i.tweet_id for i in page.items}.isdisjoint(i.tweet_id for i in more.items)
 
 
+def test_a_search_folds_case_in_redis_for_ascii_and_in_python_for_the_rest(
+    state: BotState,
+) -> None:
+    from bot.state import PostedTweet
+
+    seed_history(state, 30)
+    state.record_posted(PostedTweet("1", "Un Café en Été", kind="post", model_version="v"))
+    seed_history(state, 30)
+    for query in ("CAFÉ EN ÉTÉ", "café", "un caf", "EN"):  # the first two scan in Python
+        page = history.read_page(state, query=query)
+        assert [item.text for item in page.items] == ["Un Café en Été"], query
+        assert page.scanned == 61 and page.next_cursor is None
+    assert history.read_page(state, query="thrift", size=5).scanned == 5
+
+
 def test_the_history_page_links_older_pages_and_searches(
     logged_in: TestClient, state: BotState
 ) -> None:
