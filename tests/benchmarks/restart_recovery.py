@@ -80,7 +80,7 @@ def write_config(work: Path, account: str) -> Path:
     data["model"]["char_rnn"]["epochs"] = 3  # no retrain: the published model stays current
     data["replies"] = {"author_cooldown_seconds": 0}  # one author, a mention per kill
     data["health"] = {"enabled": False}
-    data["console"] = {"enabled": False}
+    data["console"] = {"port": 0}  # served, as by default, on a free port
     data["logging"] = {"level": "INFO"}
     path = work / "bot.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
