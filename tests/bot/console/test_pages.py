@@ -43,6 +43,9 @@ def test_the_overview_shows_the_status(
     assert "standby-host:200:bbbbbb" in page  # the standby, from its worker record
     assert seeded.bad_version in page and "smoke test failed: empty output" in page
     assert "30/40 accepted (75%)" in page
+    # Each daemon's model worker ([serving]): pid, version, RSS, requests, restarts.
+    worker = f"<td>4242</td><td>leader-host</td><td>{seeded.serving}</td>"
+    assert worker in page and "<td>150 MiB</td>" in page
     assert f"@{config.targets[0].handle}" in page
     assert re.search(r"<th>posts</th><td>34</td>", page)  # 50 items: every third a reply
     assert re.search(r"<th>replies</th><td>16</td>", page)
