@@ -343,6 +343,10 @@ def review_list(
     if not items:
         typer.echo("nothing is held")
     for item in items:
+        if item.kind == "post":
+            typer.echo(f"{item.id}\t(a scheduled post's candidate)")
+            typer.echo(f"\tpost: {item.text}")
+            continue
         mention = item.mention
         typer.echo(f"{item.id}\t@{mention.get('author_handle', '?')}: {mention.get('text', '')}")
         typer.echo(f"\treply: {item.text}")

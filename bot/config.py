@@ -444,8 +444,19 @@ class ReviewConfig(_Strict):
         "console); auto: replies go out as generated. Unset: hold on platform.kind x (set auto "
         "once X has approved the app for AI replies), auto elsewhere.",
     )
+    posts: ReviewMode = Field(
+        default="auto",
+        description="hold: each scheduled post is chosen by the operator from generated "
+        "candidates (`parrotbot review approve`); auto: posts go out as generated.",
+    )
+    post_candidates: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3,
+        description="With posts on hold: how many post candidates may wait for a decision; "
+        "each post firing tops them up by one and posts the oldest approved one.",
+    )
     expire_hours: Annotated[float, Field(gt=0)] = Field(
-        default=12, description="A held reply not decided within this long expires unsent."
+        default=12,
+        description="A held reply or post candidate not decided within this long expires unsent.",
     )
     keep_days: Annotated[int, Field(ge=1)] = Field(
         default=90,

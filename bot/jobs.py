@@ -99,6 +99,8 @@ class BotJobs:
             recent=self._recent(),
             fence=self.fence,
             reconcile_grace_seconds=self.config.schedule.post_reconcile_grace_seconds,
+            held=self._held() if self.config.review.posts == "hold" else None,
+            candidates=self.config.review.post_candidates,
         )
 
     def pool_refill(self) -> None:
@@ -117,12 +119,7 @@ class BotJobs:
         if self._writes_spent("mentions.skipped"):
             return
         review = self.config.review
-        held = HeldLedger(
-            self.state,
-            keep_days=review.keep_days,
-            reply_keep_days=self.config.replies.keep_days,
-            fence=self.fence,
-        )
+        held = self._held()
         try:
             # Approved replies first (they were waiting already), even with review off now.
             send_approved(
@@ -146,6 +143,14 @@ class BotJobs:
             )
         except PlatformError as exc:
             platform_failed("mentions.failed", exc)
+
+    def _held(self) -> HeldLedger:
+        return HeldLedger(
+            self.state,
+            keep_days=self.config.review.keep_days,
+            reply_keep_days=self.config.replies.keep_days,
+            fence=self.fence,
+        )
 
     def _writes_spent(self, event: str) -> bool:
         writes_left = getattr(self.platform, "writes_left_today", None)

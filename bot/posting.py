@@ -21,6 +21,7 @@ from bot import metrics
 from bot.generation import GenerationService, record_batch
 from bot.lease import Fence
 from bot.ledger import PostLedger, PostSlot, SlotClaim, SlotOutcome
+from bot.ledger.held import HeldLedger
 from bot.platform.base import OutcomeUnknown, Platform, PlatformError, Tweet, platform_failed
 from bot.pool import TweetPool
 from bot.state import BotState
@@ -44,8 +45,14 @@ def post_scheduled(
     recent: Sequence[str] = (),
     fence: Fence | None = None,
     reconcile_grace_seconds: float = DEFAULT_RECONCILE_GRACE_SECONDS,
+    held: HeldLedger | None = None,
+    candidates: int = 3,
 ) -> Tweet | None:
-    """One firing of the post job; returns what this firing posted, if anything."""
+    """One firing of the post job; returns what this firing posted, if anything.
+
+    With `held` (`review.posts: hold`), the firing posts the oldest approved candidate, or
+    else holds one more candidate (up to `candidates` waiting) and posts nothing.
+    """
     loaded = service.current
     if loaded is None:
         log.info("post.skipped", reason="no_model_yet")
@@ -67,6 +74,8 @@ def post_scheduled(
         ledger.close(slot, found, SlotOutcome.RECONCILED)
         log.info("post.reconciled", slot=slot.id, tweet_id=found.id, text=found.text)
         slot = ledger.current()  # this firing is the next slot's
+    if held is not None:
+        return _post_reviewed(platform, ledger, slot, service, held, recent, candidates)
     text, source = pool.take(loaded.version), "pool"
     if text is None:
         generated, batch = service.generate_post(recent=recent)
@@ -112,6 +121,49 @@ def _attempt(
         slot=slot.id,
     )
     return tweet
+
+
+def _post_reviewed(
+    platform: Platform,
+    ledger: PostLedger,
+    slot: PostSlot,
+    service: GenerationService,
+    held: HeldLedger,
+    recent: Sequence[str],
+    candidates: int,
+) -> Tweet | None:
+    """Post the oldest approved candidate in this slot, or hold one more candidate.
+
+    An approved candidate records the slot it is tried in before the POST; a candidate whose
+    slot has since closed went out (this leader or a dead one posted it, or the slot's
+    reconcile found it), so it is settled as sent and never posted again.
+    """
+    approved = []
+    for item in held.approved("post"):
+        tried = ledger.read(item.slot) if item.slot else None
+        if tried is not None and tried.outcome:
+            held.mark_sent(item.id, tried.tweet_id)
+            log.info("post.approved_settled", item=item.id, tweet_id=tried.tweet_id)
+        else:
+            approved.append(item)
+    if approved:
+        item = approved[0]
+        held.mark_slot(item.id, slot.id)
+        version = str(item.provenance.get("model_version", ""))
+        tweet = _attempt(platform, ledger, slot, item.final_text, version, "approved")
+        if tweet is not None:
+            held.mark_sent(item.id, tweet.id)
+        return tweet
+    waiting = held.held_posts_count()
+    if waiting < candidates:
+        generated, batch = service.generate_post(recent=recent)
+        record_batch(ledger.state, batch)
+        if generated is not None and batch is not None:
+            item_id = held.hold_post(generated.text, service.provenance(generated, batch))
+            waiting += item_id is not None
+            log.info("post.held", item=item_id, text=generated.text)
+    log.info("post.skipped", reason="awaiting_approval", candidates_waiting=waiting)
+    return None
 
 
 def last_post_at(state: BotState) -> datetime | None:

@@ -117,9 +117,9 @@ class Pages:
         config = self.console.config
         return config.review.holds_replies(config.platform.kind)
 
-    def _reply_cost(self, text: str) -> str:
-        """What sending `text` as a reply is estimated to cost, from the price card (a reply
-        holding a URL is billed as a post with a URL)."""
+    def _reply_cost(self, text: str, kind: str = "reply") -> str:
+        """What sending `text` (a reply or a post) is estimated to cost, from the price card
+        (one holding a URL is billed as a post with a URL)."""
         from bot.filters import find_urls
 
         config = self.console.config
@@ -128,7 +128,8 @@ class Pages:
         prices = config.platform.x.prices
         if find_urls(text):
             return f"${prices.post_with_url:.3f} (platform.x.prices.post_with_url: it holds a URL)"
-        return f"${prices.reply:.3f} (platform.x.prices.reply)"
+        price = prices.post if kind == "post" else prices.reply
+        return f"${price:.3f} (platform.x.prices.{kind})"
 
     def _review(self) -> Review:
         """One Review per config: its edit filter (the novelty index) is built once."""
@@ -259,10 +260,12 @@ def _apply_decision(
     if action == "approve":
         item = review.approve(item_id, text=form.get("text"), by="console")
         edited = " with your edit" if item.edited else ""
-        return item, f"approved{edited}: the daemon sends it at its next mentions poll"
+        when = "in the next post slot" if item.kind == "post" else "at its next mentions poll"
+        return item, f"approved{edited}: the daemon sends it {when}"
     if action == "reject":
         item = review.reject(item_id, reason=form.get("reason", "").strip(), by="console")
-        return item, "rejected: the mention stays unanswered"
+        gone = "never posted" if item.kind == "post" else "the mention stays unanswered"
+        return item, f"rejected: {gone}"
     raise ReviewRefused(f"unknown action {action!r}: approve or reject")
 
 

@@ -1,4 +1,9 @@
-"""The review queue's held items: a reply that waits for the operator (see `bot.ledger`).
+"""The review queue's held items: a reply or a post candidate that waits for the operator.
+
+A post candidate (`review.posts: hold`, id `post-<ns>`) has no mention and no reply record:
+the post job posts the oldest approved one through its slot (`bot.posting`), recording the
+slot on the item first, so a candidate whose slot closed is known to have gone out. What
+follows is said of replies, and holds for candidates but for the reply record.
 
 An item is one hash, `keys.review_item(id)`: the model's text, its provenance, the mention it
 answers, and the operator's decision. Its id is the mention's (`reply-<mention id>`), so a
@@ -41,7 +46,7 @@ from bot.state import BotState
 
 class HeldState(StrEnum):
     HELD = "held"  # waiting for the operator
-    APPROVED = "approved"  # decided: the leader sends it at its next mentions poll
+    APPROVED = "approved"  # the leader sends it: a reply at its next poll, a post next slot
     REJECTED = "rejected"
     EXPIRED = "expired"  # not decided within `review.expire_hours`
     SENT = "sent"  # the reply went out (or was found on X after a lost answer)
@@ -64,11 +69,9 @@ class HeldItem:
     decided_at: float | None = None
     decided_by: str = ""
     reason: str = ""  # a rejection's reason, or why an approved item was skipped
-    tweet_id: str = ""  # the reply, once sent
-
-    @property
-    def kind(self) -> str:
-        return "reply"
+    tweet_id: str = ""  # the reply or post, once sent
+    kind: str = "reply"  # or "post": a scheduled post's candidate (`review.posts: hold`)
+    slot: str = ""  # a post: the slot it was last tried in (`bot.ledger.slots`)
 
     @property
     def edited(self) -> bool:
@@ -76,7 +79,7 @@ class HeldItem:
 
     @property
     def mention_id(self) -> str:
-        return str(self.mention["id"])
+        return str(self.mention["id"])  # a reply's (a post answers no mention)
 
     def mention_tweet(self) -> Tweet:
         return Tweet(**self.mention)
@@ -110,6 +113,13 @@ def reply_item_id(mention_id: str) -> str:
     return f"reply-{mention_id}"
 
 
+POST_PREFIX = "post-"
+
+
+def _kind_of(item_id: str) -> str:
+    return "post" if item_id.startswith(POST_PREFIX) else "reply"
+
+
 # KEYS: lease, the item, the held index, the mention's reply record.
 # ARGV: fence token, item id, held_at, text, mention JSON, provenance JSON, reply record ttl.
 _HOLD = FENCE_CHECK + Template("""
@@ -121,6 +131,15 @@ redis.call('HSET', KEYS[4], 'outcome', $ReplyOutcome_HELD, 'held', ARGV[2])
 redis.call('EXPIRE', KEYS[4], ARGV[7])
 return $HoldAnswer_HELD
 """).substitute(lua_strings(HeldState, ReplyOutcome, HoldAnswer))
+
+# KEYS: lease, the item, the held index. ARGV: fence token, item id, held_at, text,
+# provenance JSON. A post candidate answers no mention: no reply record to settle.
+_HOLD_POST = FENCE_CHECK + Template("""
+redis.call('HSET', KEYS[2], 'state', $HeldState_HELD, 'kind', 'post', 'text', ARGV[4],
+           'final_text', ARGV[4], 'held_at', ARGV[3], 'mention', '{}', 'provenance', ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+return $HoldAnswer_HELD
+""").substitute(lua_strings(HeldState, HoldAnswer))
 
 # An operator's decision, or an expiry: only a held item moves; the answer is the state found.
 # KEYS: the item, the held index, the index it moves to, the decided index, the mention's
@@ -185,12 +204,43 @@ class HeldLedger:
         )
         return HoldAnswer(answer.decode() if isinstance(answer, bytes) else answer)
 
-    def approved(self) -> list[HeldItem]:
-        """The approved items not yet sent, in the order they were approved (an id whose
-        hash expired, unsent for `keep_days`, leaves the index)."""
+    def hold_post(self, text: str, provenance: dict[str, Any]) -> str | None:
+        """Hold `text` as a candidate for a scheduled post; its id (None: fenced)."""
+        keys = self.state.keys
+        item_id = f"{POST_PREFIX}{time.time_ns()}"
+        lease_key, token = fence_args(self.fence, keys.lease)
+        answer = self.state.redis.eval(
+            _HOLD_POST,
+            3,
+            lease_key,
+            keys.review_item(item_id),
+            keys.review_held,
+            token,
+            item_id,
+            f"{time.time():.3f}",
+            text,
+            json.dumps(provenance, default=str),
+        )
+        held = (answer.decode() if isinstance(answer, bytes) else answer) == HoldAnswer.HELD
+        return item_id if held else None
+
+    def held_posts_count(self) -> int:
+        """Post candidates waiting for a decision."""
+        ids = self.state.redis.zrange(self.state.keys.review_held, 0, -1)
+        return sum(1 for item_id in ids if _kind_of(item_id) == "post")
+
+    def mark_slot(self, item_id: str, slot_id: str) -> None:
+        """An approved post is about to be tried in `slot_id`: once that slot is closed, the
+        post went out (`bot.posting` settles it), whichever leader closed it."""
+        self.state.redis.hset(self.state.keys.review_item(item_id), "slot", slot_id)
+
+    def approved(self, kind: str = "reply") -> list[HeldItem]:
+        """The approved items of `kind` not yet sent, in the order they were approved (an id
+        whose hash expired, unsent for `keep_days`, leaves the index)."""
         keys = self.state.keys
         items = []
-        for item_id in self.state.redis.zrange(keys.review_approved, 0, -1):
+        ids = self.state.redis.zrange(keys.review_approved, 0, -1)
+        for item_id in (i for i in ids if _kind_of(i) == kind):
             item = self.get(item_id)
             if item is None:
                 self.state.redis.zrem(keys.review_approved, item_id)
@@ -278,6 +328,10 @@ class HeldLedger:
         keys = self.state.keys
         target = keys.review_approved if to is HeldState.APPROVED else keys.review_decided
         mention_id = item_id.removeprefix("reply-")
+        if _kind_of(item_id) == "post":  # no mention, so no reply record to settle
+            outcome, record = None, keys.review_item(item_id)
+        else:
+            record = keys.reply(mention_id)
         answer = self.state.redis.eval(
             _DECIDE,
             5,
@@ -285,7 +339,7 @@ class HeldLedger:
             keys.review_held,
             target,
             keys.review_decided,
-            keys.reply(mention_id),
+            record,
             str(to),
             f"{time.time():.3f}",
             text,
@@ -328,4 +382,6 @@ def _item(item_id: str, record: dict[str, str]) -> HeldItem | None:
         decided_by=record.get("decided_by", ""),
         reason=record.get("reason", ""),
         tweet_id=record.get("tweet_id", ""),
+        kind=record.get("kind", "reply"),
+        slot=record.get("slot", ""),
     )

@@ -151,3 +151,17 @@ def test_on_x_each_item_shows_what_sending_it_would_cost(
         headers=HTMX,
     )
     assert "$0.200 (platform.x.prices.post_with_url: it holds a URL)" in response.text
+
+
+def test_a_post_candidate_is_shown_and_decided_as_a_post(
+    logged_in: TestClient, state: BotState
+) -> None:
+    item_id = _ledger(state).hold_post("Haste makes waste.", {"model_version": "v-test"})
+    assert item_id is not None
+    page = logged_in.get("/review").text
+    assert "A candidate for a scheduled post" in page and "Haste makes waste." in page
+    response = _decide(logged_in, item_id, "reject", reason="dull")
+    assert "rejected: never posted" in response.text
+    item = _ledger(state).get(item_id)
+    assert item is not None and item.state is HeldState.REJECTED and item.kind == "post"
+    assert not state.redis.exists(state.keys.reply(item_id.removeprefix("reply-")))
