@@ -153,6 +153,7 @@ class Pages:
             query=query,
             first=cursor is None,
             total=history.total(self.console.state),
+            on_x=self.console.config.platform.kind == "x",  # ids link to the posts on X
         )
 
     # --- models -----------------------------------------------------------------------
