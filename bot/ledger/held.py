@@ -135,7 +135,7 @@ return $HoldAnswer_HELD
 # KEYS: lease, the item, the held index. ARGV: fence token, item id, held_at, text,
 # provenance JSON. A post candidate answers no mention: no reply record to settle.
 _HOLD_POST = FENCE_CHECK + Template("""
-redis.call('HSET', KEYS[2], 'state', $HeldState_HELD, 'kind', 'post', 'text', ARGV[4],
+redis.call('HSET', KEYS[2], 'state', $HeldState_HELD, 'text', ARGV[4],
            'final_text', ARGV[4], 'held_at', ARGV[3], 'mention', '{}', 'provenance', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return $HoldAnswer_HELD
@@ -382,6 +382,6 @@ def _item(item_id: str, record: dict[str, str]) -> HeldItem | None:
         decided_by=record.get("decided_by", ""),
         reason=record.get("reason", ""),
         tweet_id=record.get("tweet_id", ""),
-        kind=record.get("kind", "reply"),
+        kind=_kind_of(item_id),  # the id says it: one owner for the kind
         slot=record.get("slot", ""),
     )
