@@ -341,7 +341,7 @@ class HeldLedger:
             keys.review_decided,
             record,
             str(to),
-            f"{time.time():.3f}",
+            f"{time.time():.6f}",  # the approved index keeps approval order
             text,
             by,
             reason,
