@@ -182,5 +182,14 @@ def test_an_operator_edits_approves_and_rejects_held_replies_of_a_real_daemon(
     page.goto(f"{base}/review")
     expect(page.locator(f'tr.decision[data-item="reply-{asked}"]')).to_contain_text("sent")
     _shoot(page, "review-decided")
+
+    # The models page draws the loss curve the trainer logged for the version that serves.
+    page.get_by_role("link", name="Models").click()
+    serving = page.locator("tr.chosen .tag.serving")
+    expect(serving).to_have_count(1)
+    curve = page.locator("svg.loss-chart polyline.loss-train")
+    expect(curve).to_have_count(1)
+    assert len(re.findall(r"[\d.]+,[\d.]+", curve.get_attribute("points") or "")) >= 2
+    _shoot(page, "models-trained")
     assert errors == []
     assert daemon.stop() == 0
