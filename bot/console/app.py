@@ -18,6 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.config import BotConfig
+from bot.console import pages
 from bot.console.auth import COOKIE_NAME, CSRF_FIELD, CSRF_HEADER, Access
 from bot.console.render import HERE, Call, ConfigSource, Console, Endpoint
 from bot.state import BotState
@@ -35,15 +36,13 @@ SECURITY_HEADERS = {
     ),
 }
 NOT_LOGGED_IN = (
-    "Not logged in: open the login link the console logged at start "
-    "(console.listening), or /login?token=... with the token in data_dir/console.token.\n"
+    "Not logged in: open the login link shown on the terminal at start, "
+    "or /login?token=... with the token in data_dir/console.token.\n"
 )
 
 
 def build_app(config: ConfigSource | BotConfig, state: BotState, token: str) -> Starlette:
     """The console as an ASGI app; `config` may be a callable returning the live config."""
-    from bot.console import pages
-
     source: ConfigSource = config if callable(config) else (lambda: config)  # type: ignore[assignment]
     console = Console(source, state, Access(token))
 

@@ -77,7 +77,7 @@ class Pages:
             held_count=review.ledger.held_count(),
             recent=review.ledger.recent_decisions(RECENT_DECISIONS),
             mode="hold" if self._holds_replies() else "auto",
-            cost_of=self._reply_cost,
+            cost_of=self._cost,
             notice=notice,
             problem=problem,
         )
@@ -110,14 +110,14 @@ class Pages:
 
     def _item(self, call: Call, item: HeldItem, **context: Any) -> Response:
         return self.console.render(
-            call, "_review_item.html", item=item, cost_of=self._reply_cost, **context
+            call, "_review_item.html", item=item, cost_of=self._cost, **context
         )
 
     def _holds_replies(self) -> bool:
         config = self.console.config
         return config.review.holds_replies(config.platform.kind)
 
-    def _reply_cost(self, text: str, kind: str = "reply") -> str:
+    def _cost(self, text: str, kind: str = "reply") -> str:
         """What sending `text` (a reply or a post) is estimated to cost, from the price card
         (one holding a URL is billed as a post with a URL)."""
         from bot.filters import find_urls

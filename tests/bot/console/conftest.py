@@ -41,3 +41,17 @@ def logged_in(client: TestClient, token: str) -> TestClient:
     response = client.get("/login", params={"token": token}, follow_redirects=False)
     assert response.status_code == 303
     return client
+
+
+@pytest.fixture
+def x_logged_in(tmp_path: Path, account: str, redis_url: str, state: BotState) -> TestClient:
+    """Logged in to a console whose config is on platform x (URLs allowed in texts)."""
+    from tests.support.configs import x_config_data
+
+    data = x_config_data(tmp_path / "x-volume", account, redis_url, "http://127.0.0.1:9")
+    data["filters"] = {**data.get("filters", {}), "allow_urls": True}
+    config = BotConfig.model_validate(data)
+    token = load_or_create_token(config.data_dir)
+    client = TestClient(build_app(config, state, token))
+    assert client.get("/login", params={"token": token}, follow_redirects=False).status_code == 303
+    return client

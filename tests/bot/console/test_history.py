@@ -6,7 +6,6 @@ import re
 
 from starlette.testclient import TestClient
 
-from bot.config import BotConfig
 from bot.console import history
 from bot.state import BotState
 from tests.support.browser import seed_history
@@ -102,17 +101,9 @@ def test_the_history_page_links_older_pages_and_searches(
 
 
 def test_on_x_the_history_links_each_post_and_mention_to_x(
-    tmp_path, account: str, redis_url: str, state: BotState
+    x_logged_in: TestClient, state: BotState
 ) -> None:
-    from bot.console.app import build_app
-    from bot.console.auth import load_or_create_token
-    from tests.support.configs import x_config_data
-
-    data = x_config_data(tmp_path / "x-volume", account, redis_url, "http://127.0.0.1:9")
-    config = BotConfig.model_validate(data)
     seed_history(state, 3)
-    client = TestClient(build_app(config, state, load_or_create_token(config.data_dir)))
-    client.get("/login", params={"token": load_or_create_token(config.data_dir)})
-    page = client.get("/history").text
+    page = x_logged_in.get("/history").text
     assert '<a href="https://x.com/i/web/status/10000002" rel="noreferrer">' in page
     assert '<a href="https://x.com/i/web/status/20000002" rel="noreferrer">' in page  # its mention

@@ -127,18 +127,10 @@ def test_a_decision_without_the_csrf_token_is_forbidden(
 
 
 def test_on_x_each_item_shows_what_sending_it_would_cost(
-    tmp_path, account: str, redis_url: str, state: BotState
+    x_logged_in: TestClient, state: BotState
 ) -> None:
-    from bot.console.app import build_app
-    from bot.console.auth import load_or_create_token
-    from tests.support.configs import x_config_data
-
-    data = x_config_data(tmp_path / "x-volume", account, redis_url, "http://127.0.0.1:9")
-    data["filters"] = {**data.get("filters", {}), "allow_urls": True}
-    config = BotConfig.model_validate(data)
+    client = x_logged_in
     (item_id,) = seed_held(state, 1)
-    client = TestClient(build_app(config, state, load_or_create_token(config.data_dir)))
-    client.get("/login", params={"token": load_or_create_token(config.data_dir)})
     assert "$0.010 (platform.x.prices.reply)" in client.get("/review").text
     response = client.post(
         "/review/decide",
